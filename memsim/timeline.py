@@ -29,11 +29,13 @@ from memsim.categories import Category, Phase
 
 @dataclass
 class OpRecord:
-    """One executed op: its aten name, phase and the module path that ran it ('' for none)."""
+    """One executed op: its aten name, phase, the module path that ran it ('' for none) and its
+    floating-point operations (torch.utils.flop_counter's formulas; 0 where it has none)."""
 
     name: str
     phase: Phase
     module: str = ""
+    flops: int = 0
 
 
 @dataclass
@@ -170,6 +172,7 @@ class Timeline:
             "name": [o.name for o in self.ops],
             "phase": [str(o.phase) for o in self.ops],
             "module": [o.module for o in self.ops],
+            "flops": [o.flops for o in self.ops],
         }
         tensors = {}
         for f in _TENSOR_FIELDS:
@@ -184,7 +187,8 @@ class Timeline:
     @classmethod
     def from_dict(cls, data: dict) -> "Timeline":
         o = data["ops"]
-        ops = [OpRecord(n, Phase(p), m) for n, p, m in zip(o["name"], o["phase"], o["module"])]
+        flops = o.get("flops") or [0] * len(o["name"])
+        ops = [OpRecord(n, Phase(p), m, f) for n, p, m, f in zip(o["name"], o["phase"], o["module"], flops)]
         t = data["tensors"]
         n = len(t["id"])
         tensors = []
