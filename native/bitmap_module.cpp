@@ -1,3 +1,188 @@
-// Placeholder: replaced by the sparse-bitmap codec (issue 2).
+// memsim._bitmap: the Python face of the sparse-bitmap codec (memsim/codec.py wraps it).
+//
+// Arrays come in zero-copy through nanobind's ndarray (DLPack from torch, buffer protocol / DLPack from
+// numpy); encoded buffers come in through the buffer protocol. Every kernel runs with the GIL released.
 #include <nanobind/nanobind.h>
-NB_MODULE(_bitmap, m) { m.attr("FORMAT_VERSION") = 0; }
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include "codec.h"
+
+namespace nb = nanobind;
+using namespace memsim;
+
+namespace {
+
+// A contiguous buffer held through the buffer protocol for the lifetime of this object.
+class BufferView {
+ public:
+  BufferView(nb::handle obj, bool writable) {
+    int flags = PyBUF_SIMPLE | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj.ptr(), &view_, flags) != 0) {
+      PyErr_Clear();
+      throw nb::type_error(writable ? "expected a writable contiguous bytes-like object"
+                                    : "expected a contiguous bytes-like object (bytes, bytearray, memoryview, "
+                                      "numpy uint8 array)");
+    }
+  }
+  ~BufferView() { PyBuffer_Release(&view_); }
+  BufferView(const BufferView&) = delete;
+  BufferView& operator=(const BufferView&) = delete;
+  const uint8_t* data() const { return static_cast<const uint8_t*>(view_.buf); }
+  uint8_t* mutable_data() { return static_cast<uint8_t*>(view_.buf); }
+  uint64_t size() const { return static_cast<uint64_t>(view_.len); }
+
+ private:
+  Py_buffer view_{};
+};
+
+using AnyArray = nb::ndarray<nb::ro, nb::device::cpu>;
+using OutArray = nb::ndarray<nb::device::cpu>;
+
+template <class A>
+Header header_of(const A& a, int dtype_code) {
+  Header h;
+  h.dtype = static_cast<uint8_t>(dtype_code);
+  h.itemsize = dtype_itemsize(h.dtype);
+  if (h.itemsize == 0) throw nb::value_error("unknown dtype code");
+  if (a.dtype().lanes != 1 || a.dtype().bits != 8u * static_cast<unsigned>(h.itemsize))
+    throw nb::value_error("array item size does not match the dtype code");
+  h.ndim = static_cast<int>(a.ndim());
+  if (h.ndim > kMaxDims) throw nb::value_error("at most 8 dimensions are supported");
+  int64_t expect = 1;
+  bool empty = false;
+  for (int d = 0; d < h.ndim; ++d) {
+    h.shape[d] = a.shape(d);
+    if (a.shape(d) == 0) empty = true;
+  }
+  // C-contiguous check (strides in elements; dims of size 1 may have any stride).
+  if (!empty) {
+    for (int d = h.ndim - 1; d >= 0; --d) {
+      if (a.shape(d) != 1 && a.stride(d) != expect) throw nb::value_error("array is not C-contiguous");
+      expect *= static_cast<int64_t>(a.shape(d));
+    }
+  }
+  const char* err = check_shape(h.ndim, h.shape, h.itemsize, &h.numel);
+  if (err) throw nb::value_error(err);
+  return h;
+}
+
+nb::object encode(const AnyArray& x, int dtype_code, nb::handle out) {
+  Header h = header_of(x, dtype_code);
+  const uint8_t* src = static_cast<const uint8_t*>(x.data());
+  const uint64_t worst = encoded_bytes(h.numel, h.numel, h.itemsize);
+  if (!out.is_none()) {
+    BufferView buf(out, true);
+    int64_t size;
+    {
+      nb::gil_scoped_release release;
+      size = encode_into(src, h, buf.mutable_data(), buf.size());
+    }
+    if (size < 0) {
+      uint64_t nnz;
+      {
+        nb::gil_scoped_release release;
+        nnz = count_nonzero(src, h.numel, h.itemsize);
+      }
+      throw nb::value_error(("out has " + std::to_string(buf.size()) + " bytes; this tensor needs " +
+                             std::to_string(encoded_bytes(h.numel, nnz, h.itemsize)))
+                                .c_str());
+    }
+    return nb::int_(size);
+  }
+  uint8_t* mem = static_cast<uint8_t*>(std::malloc(worst));
+  if (!mem) throw std::bad_alloc();
+  int64_t size;
+  {
+    nb::gil_scoped_release release;
+    size = encode_into(src, h, mem, worst);
+    // Give back the unused tail: realloc shrinks in place (mremap for large blocks), no copy.
+    if (size >= 0 && static_cast<uint64_t>(size) < worst) {
+      void* shrunk = std::realloc(mem, static_cast<size_t>(size));
+      if (shrunk) mem = static_cast<uint8_t*>(shrunk);
+    }
+  }
+  if (size < 0) {
+    std::free(mem);
+    throw std::runtime_error("internal error: worst-case buffer too small");
+  }
+  nb::capsule owner(mem, [](void* p) noexcept { std::free(p); });
+  return nb::cast(nb::ndarray<nb::numpy, uint8_t, nb::ndim<1>>(mem, {static_cast<size_t>(size)}, owner));
+}
+
+nb::tuple header(nb::handle buf_obj) {
+  BufferView buf(buf_obj, false);
+  Header h;
+  const char* err = parse_header(buf.data(), buf.size(), &h);
+  if (err) throw nb::value_error(err);
+  nb::list shape;
+  for (int d = 0; d < h.ndim; ++d) shape.append(nb::int_(h.shape[d]));
+  return nb::make_tuple(static_cast<int>(h.dtype), nb::tuple(shape), h.nnz);
+}
+
+void decode(nb::handle buf_obj, OutArray& out) {
+  BufferView buf(buf_obj, false);
+  Header h;
+  const char* err;
+  {
+    nb::gil_scoped_release release;
+    err = validate(buf.data(), buf.size(), &h);
+  }
+  if (err) throw nb::value_error(err);
+  Header o = header_of(out, h.dtype);
+  if (o.ndim != h.ndim) throw nb::value_error("out has a different number of dimensions than the encoded tensor");
+  for (int d = 0; d < h.ndim; ++d)
+    if (o.shape[d] != h.shape[d]) throw nb::value_error("out has a different shape than the encoded tensor");
+  {
+    nb::gil_scoped_release release;
+    err = decode_into(buf.data(), h, static_cast<uint8_t*>(out.data()));
+  }
+  if (err) throw nb::value_error(err);
+}
+
+uint64_t count(const AnyArray& x, int itemsize) {
+  if (itemsize != 1 && itemsize != 2 && itemsize != 4 && itemsize != 8)
+    throw nb::value_error("itemsize must be 1, 2, 4 or 8");
+  Header h = header_of(x, itemsize == 1 ? 2 : itemsize == 2 ? 4 : itemsize == 4 ? 5 : 6);
+  const uint8_t* src = static_cast<const uint8_t*>(x.data());
+  nb::gil_scoped_release release;
+  return count_nonzero(src, h.numel, itemsize);
+}
+
+}  // namespace
+
+NB_MODULE(_bitmap, m) {
+  m.doc() = "Native sparse-bitmap codec (see memsim.codec for the documented API).";
+  m.attr("FORMAT_VERSION") = static_cast<int>(kFormatVersion);
+  m.attr("HEADER_BYTES") = static_cast<int>(kHeaderBytes);
+  m.attr("MAX_DIMS") = kMaxDims;
+  m.def("available_isas", &available_isas, "Instruction sets usable on this CPU, best first.");
+  m.def("isa", []() { return std::string(active_isa()); }, "Instruction set of the kernels in use.");
+  m.def(
+      "set_isa",
+      [](const std::string& name) {
+        const char* err = set_isa(name);
+        if (err) throw nb::value_error((std::string(err) + ": " + name).c_str());
+      },
+      nb::arg("name"));
+  m.def("encode", &encode, nb::arg("x"), nb::arg("dtype_code"), nb::arg("out").none() = nb::none(),
+        "Encode a C-contiguous CPU array; returns a numpy uint8 array, or the size written into `out`.");
+  m.def("header", &header, nb::arg("buf"), "(dtype_code, shape, nnz) from a buffer's header (header checks only).");
+  m.def("decode", &decode, nb::arg("buf"), nb::arg("out"),
+        "Validate `buf` and decode it into the C-contiguous CPU array `out`.");
+  m.def("count_nonzero", &count, nb::arg("x"), nb::arg("itemsize"));
+  m.def(
+      "encoded_size",
+      [](uint64_t numel, uint64_t nnz, int itemsize) {
+        if (nnz > numel) throw nb::value_error("nnz larger than numel");
+        uint64_t bytes;
+        if (__builtin_mul_overflow(numel, static_cast<uint64_t>(itemsize), &bytes) || bytes > kMaxPayloadBytes)
+          throw nb::value_error("tensor too large");
+        return encoded_bytes(numel, nnz, itemsize);
+      },
+      nb::arg("numel"), nb::arg("nnz"), nb::arg("itemsize"));
+}

@@ -1,0 +1,469 @@
+"""Lossless sparse-bitmap compression of tensors: the Python face of the native codec (``memsim._bitmap``).
+
+A tensor is stored as a 64-byte header, one bit per element saying "non-zero" and the non-zero values packed
+in element order. A value is zero only when all of its bits are zero, so ``-0.0``, NaN payloads, ``inf`` and
+denormals survive the round trip bit for bit. The encoded size depends only on the element count ``n``, the
+number of non-zeros ``nnz`` and the item size::
+
+    encoded_size = 64 + 8 * ceil(n / 64) + nnz * itemsize          (bytes)
+
+The byte layout is documented in ``native/format.h`` and ``native/README.md``.
+
+Example::
+
+    >>> import torch, memsim.codec as codec
+    >>> x = torch.relu(torch.randn(4, 1024))
+    >>> buf = codec.encode(x)                       # numpy uint8 array (bytes-like)
+    >>> len(buf) == codec.encoded_size(x.numel(), codec.count_nonzero(x), x.dtype)
+    True
+    >>> torch.equal(codec.decode(buf), x)
+    True
+
+Speed notes. The kernels are vectorised (AVX-512 or AVX2 picked at run time on x86, NEON on aarch64, a
+portable scalar path otherwise; force one with ``MEMSIM_CODEC_ISA=scalar|avx2|avx512|neon`` or
+:func:`set_isa`) and release the GIL. Contiguous CPU tensors and numpy arrays are read without a copy.
+Writing into fresh memory costs a page fault per 4 KiB page, which for large tensors is a sizeable part of
+the time: reuse buffers with ``encode(x, out=buf)`` (size it with :func:`max_encoded_size`) and
+``decode(buf, out=t)`` when the same shapes come back again and again.
+
+Only the functions of this module are the public API; ``memsim._bitmap`` is an implementation detail.
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from memsim import _bitmap
+from memsim.errors import InputError
+
+HEADER_BYTES: int = _bitmap.HEADER_BYTES
+"""Size of the fixed header of every encoding (bytes)."""
+FORMAT_VERSION: int = _bitmap.FORMAT_VERSION
+"""Version byte written in the header; a decoder rejects other versions."""
+MAX_DIMS: int = _bitmap.MAX_DIMS
+"""Largest number of dimensions an encoded tensor may have."""
+ISA_ENV_VAR = "MEMSIM_CODEC_ISA"
+
+
+class DType(enum.IntEnum):
+    """Element types the codec stores; the value is the dtype code written in the header (byte 5).
+
+    - BOOL, UINT8, INT8: 1 byte
+    - INT16, FLOAT16, BFLOAT16: 2 bytes
+    - INT32, FLOAT32: 4 bytes
+    - INT64, FLOAT64: 8 bytes
+    """
+
+    BOOL = 1
+    UINT8 = 2
+    INT8 = 3
+    INT16 = 4
+    INT32 = 5
+    INT64 = 6
+    FLOAT16 = 7
+    BFLOAT16 = 8
+    FLOAT32 = 9
+    FLOAT64 = 10
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element."""
+        return _ITEMSIZE[self]
+
+    @property
+    def torch_dtype(self):
+        """The matching ``torch.dtype``."""
+        import torch
+
+        return getattr(torch, self.name.lower())
+
+
+_ITEMSIZE = {
+    DType.BOOL: 1, DType.UINT8: 1, DType.INT8: 1,
+    DType.INT16: 2, DType.FLOAT16: 2, DType.BFLOAT16: 2,
+    DType.INT32: 4, DType.FLOAT32: 4,
+    DType.INT64: 8, DType.FLOAT64: 8,
+}
+_NUMPY_CODES = {
+    np.dtype(np.bool_): DType.BOOL, np.dtype(np.uint8): DType.UINT8, np.dtype(np.int8): DType.INT8,
+    np.dtype(np.int16): DType.INT16, np.dtype(np.float16): DType.FLOAT16, np.dtype(np.int32): DType.INT32,
+    np.dtype(np.float32): DType.FLOAT32, np.dtype(np.int64): DType.INT64, np.dtype(np.float64): DType.FLOAT64,
+}
+_UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+class Isa(str, enum.Enum):
+    """Kernel families; :func:`available_isas` says which this CPU runs.
+
+    - SCALAR: portable C++, any CPU (the reference)
+    - AVX2: x86-64 with AVX2 (Haswell / Zen and later)
+    - AVX512: x86-64 with AVX-512 F/BW/VL (VBMI2 used for 1- and 2-byte elements when present)
+    - NEON: aarch64 (Jetson, Raspberry Pi 4/5)
+    """
+
+    SCALAR = "scalar"
+    AVX2 = "avx2"
+    AVX512 = "avx512"
+    NEON = "neon"
+
+
+def dtype_code(dtype: Any) -> DType:
+    """The :class:`DType` of a ``torch.dtype``, numpy dtype or name such as ``"float32"``.
+
+    >>> dtype_code("bfloat16")
+    <DType.BFLOAT16: 8>
+    """
+    if isinstance(dtype, DType):
+        return dtype
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.").lower()
+        name = {"bool_": "bool", "half": "float16", "float": "float32", "double": "float64"}.get(name, name)
+        if name.upper() in DType.__members__:
+            return DType[name.upper()]
+    elif type(dtype).__module__ == "torch":  # a torch.dtype, without importing torch here
+        return dtype_code(str(dtype))
+    else:
+        try:
+            code = _NUMPY_CODES.get(np.dtype(dtype).newbyteorder("="))
+        except TypeError:
+            code = None
+        if code is not None:
+            return code
+    raise InputError(f"unsupported dtype {dtype!r}; valid: {', '.join(d.name.lower() for d in DType)}")
+
+
+def _prepare(x: Any) -> tuple[Any, DType]:
+    """A C-contiguous CPU array the native module can read without a copy, and its dtype code."""
+    if isinstance(x, np.ndarray) or isinstance(x, np.generic):
+        x = np.asarray(x)
+        code = dtype_code(x.dtype)
+        if not x.dtype.isnative:
+            x = x.astype(x.dtype.newbyteorder("="))
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        return x, code
+    if type(x).__module__.startswith("torch") and hasattr(x, "layout"):
+        import torch
+
+        if x.layout != torch.strided:
+            raise InputError(f"only dense (strided) tensors can be encoded, got layout {x.layout}")
+        code = dtype_code(x.dtype)
+        x = x.detach()
+        if x.device.type != "cpu":
+            x = x.cpu()
+        if x.is_conj() or x.is_neg():
+            x = x.resolve_conj().resolve_neg()
+        if not x.is_contiguous():
+            x = x.contiguous()
+        return x, code
+    raise TypeError(f"expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def encode(x: Any, out: Any = None):
+    """Encode a tensor or array losslessly.
+
+    Args:
+        x: a ``torch.Tensor`` (CPU is read in place; other devices are copied to the CPU first) or a numpy
+            array, any shape up to 8 dims, dtype one of :class:`DType`. Non-contiguous input is copied first.
+        out: optional writable bytes-like buffer (bytearray, numpy uint8 array, torch uint8 tensor) to
+            encode into, e.g. one of :func:`max_encoded_size` bytes that is reused between calls.
+
+    Returns:
+        Without ``out``: a 1-D numpy uint8 array of exactly ``encoded_size(numel, nnz, dtype)`` bytes
+        (bytes-like: ``len()``, buffer protocol, ``bytes(buf)``). With ``out``: the used prefix of ``out``
+        (same type as ``out``; a memoryview for other buffers).
+
+    Raises:
+        ValueError: ``out`` is too small (the message says how many bytes are needed).
+
+    >>> import numpy as np
+    >>> len(encode(np.array([0.0, 1.5, 0.0], dtype=np.float32)))
+    76
+    """
+    arr, code = _prepare(x)
+    if out is None:
+        return _bitmap.encode(arr, int(code))
+    target = out
+    if type(out).__module__.startswith("torch"):
+        target = out.detach().numpy()  # raises for non-CPU tensors; shares memory otherwise
+    size = _bitmap.encode(arr, int(code), target)
+    if isinstance(target, np.ndarray):  # numpy array or torch tensor: a view of the same type
+        return out.reshape(-1)[:size]
+    return memoryview(out).cast("B")[:size]
+
+
+def _as_buffer(buf: Any) -> Any:
+    if type(buf).__module__.startswith("torch"):
+        import torch
+
+        if buf.dtype != torch.uint8:
+            raise TypeError(f"an encoded tensor must be torch.uint8, got {buf.dtype}")
+        buf = buf.detach().cpu().contiguous().numpy()
+    if isinstance(buf, np.ndarray) and not buf.flags.c_contiguous:
+        buf = np.ascontiguousarray(buf)
+    if isinstance(buf, memoryview) and not buf.c_contiguous:
+        buf = buf.tobytes()
+    return buf
+
+
+@dataclass(frozen=True)
+class EncodedInfo:
+    """What an encoded buffer's header says: dtype, shape, non-zero count and total size (bytes)."""
+
+    dtype: DType
+    shape: tuple[int, ...]
+    nnz: int
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def info(buf: Any) -> EncodedInfo:
+    """Read an encoding's header (checks the header and the total length, not the bitmap).
+
+    >>> info(encode(np.zeros((2, 3), np.int16)))
+    EncodedInfo(dtype=<DType.INT16: 4>, shape=(2, 3), nnz=0, nbytes=72)
+    """
+    buf = _as_buffer(buf)
+    code, shape, nnz = _bitmap.header(buf)
+    return EncodedInfo(DType(code), tuple(shape), nnz, memoryview(buf).nbytes)
+
+
+def decode(buf: Any, out: Any = None):
+    """Decode an encoding made by :func:`encode` into a ``torch.Tensor`` of the original dtype and shape.
+
+    Args:
+        buf: any bytes-like object (bytes, bytearray, memoryview, numpy uint8 array, torch uint8 tensor).
+        out: optional preallocated C-contiguous CPU ``torch.Tensor`` (or numpy array) of the encoded dtype
+            and shape to write into; avoids allocating (and page-faulting) fresh memory each call.
+
+    Returns:
+        ``out`` if given, else a new tensor.
+
+    Raises:
+        ValueError: the buffer is truncated, corrupt or not a memsim encoding (the message says why), or
+            ``out`` does not match the encoded dtype/shape or is not contiguous. The decoder never reads or
+            writes out of bounds, whatever the buffer holds.
+
+    >>> import torch
+    >>> decode(encode(torch.tensor([0.0, -0.0, 2.0]))).tolist()
+    [0.0, -0.0, 2.0]
+    """
+    import torch
+
+    buf = _as_buffer(buf)
+    code, shape, _ = _bitmap.header(buf)
+    dtype = DType(code)
+    if out is None:
+        out = torch.empty(tuple(shape), dtype=dtype.torch_dtype)
+        _bitmap.decode(buf, out)
+        return out
+    _check_out(out, dtype, tuple(shape))
+    _bitmap.decode(buf, out.detach() if isinstance(out, torch.Tensor) else out)
+    return out
+
+
+def _check_out(out: Any, dtype: DType, shape: tuple[int, ...]) -> None:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        problems = []
+        if out.device.type != "cpu":
+            problems.append(f"device {out.device} (must be cpu)")
+        if out.layout != torch.strided:
+            problems.append(f"layout {out.layout}")
+        got_dtype = out.dtype
+        contiguous = out.is_contiguous()
+    elif isinstance(out, np.ndarray):
+        problems = [] if out.flags.writeable else ["read-only array"]
+        got_dtype = out.dtype
+        contiguous = out.flags.c_contiguous
+    else:
+        raise TypeError(f"out must be a torch.Tensor or numpy.ndarray, got {type(out).__name__}")
+    try:
+        got_code = dtype_code(got_dtype)
+    except InputError:
+        got_code = None
+    if got_code != dtype:
+        problems.append(f"dtype {got_dtype} (encoded: {dtype.name.lower()})")
+    if tuple(out.shape) != shape:
+        problems.append(f"shape {tuple(out.shape)} (encoded: {shape})")
+    if not contiguous:
+        problems.append("not contiguous")
+    if problems:
+        raise ValueError("out does not fit the encoded tensor: " + "; ".join(problems))
+
+
+def encoded_size(numel: int, nnz: int, dtype: Any) -> int:
+    """Exact size in bytes of the encoding of ``numel`` elements of which ``nnz`` are non-zero.
+
+    Equals ``len(encode(x))`` for every ``x`` with that many elements and non-zeros.
+
+    >>> encoded_size(1024, 512, "float32")
+    2240
+    """
+    numel, nnz = int(numel), int(nnz)
+    if numel < 0 or not 0 <= nnz <= numel:
+        raise InputError(f"need 0 <= nnz <= numel, got numel={numel}, nnz={nnz}")
+    return HEADER_BYTES + 8 * ((numel + 63) // 64) + nnz * dtype_code(dtype).itemsize
+
+
+def max_encoded_size(numel: int, dtype: Any) -> int:
+    """Largest possible encoding of ``numel`` elements (all non-zero), in bytes: a safe ``out`` size."""
+    return encoded_size(numel, numel, dtype)
+
+
+def count_nonzero(x: Any) -> int:
+    """Number of elements whose bits are not all zero (so ``-0.0`` and NaN count), computed natively.
+
+    >>> count_nonzero(np.array([0.0, -0.0, np.nan], dtype=np.float32))
+    2
+    """
+    arr, code = _prepare(x)
+    return _bitmap.count_nonzero(arr, code.itemsize)
+
+
+# Above this many elements size_curve encodes a representative tensor of this size instead of the full one.
+SIZE_CURVE_MAX_NUMEL = 1 << 20
+
+
+def size_curve(shape: Sequence[int], dtype: Any, sparsities: Iterable[float]) -> list[int]:
+    """Encoded sizes (bytes) of a tensor of ``shape``/``dtype`` at each sparsity (fraction of zeros, 0..1).
+
+    Each size is measured by encoding a synthetic tensor with exactly ``numel - round(sparsity * numel)``
+    non-zeros at random positions with the native codec, so it equals
+    ``encoded_size(numel, nnz, dtype)``. Tensors of more than :data:`SIZE_CURVE_MAX_NUMEL` elements are
+    not materialised: a representative tensor of that many elements at the same sparsity is encoded and
+    checked against the size formula, and the formula gives the full size (the format's size depends only
+    on numel and nnz). Results are cached, so repeated calls from the simulator cost nothing.
+
+    >>> size_curve((1024,), "float32", [0.0, 0.5, 1.0])
+    [4288, 2240, 192]
+    """
+    shape_t = tuple(int(d) for d in shape)
+    if len(shape_t) > MAX_DIMS or any(d < 0 for d in shape_t):
+        raise InputError(f"shape must have at most {MAX_DIMS} non-negative dims, got {shape_t}")
+    sp = tuple(float(s) for s in sparsities)
+    bad = [s for s in sp if not 0.0 <= s <= 1.0]
+    if bad:
+        raise InputError(f"sparsities must be in [0, 1], got {bad}")
+    return list(_size_curve(shape_t, dtype_code(dtype), sp))
+
+
+@functools.lru_cache(maxsize=4096)
+def _size_curve(shape: tuple[int, ...], code: DType, sparsities: tuple[float, ...]) -> tuple[int, ...]:
+    numel = math.prod(shape)
+    sizes = []
+    for s in sparsities:
+        nnz = numel - round(s * numel)
+        if numel <= SIZE_CURVE_MAX_NUMEL:
+            measured = _encode_synthetic(numel, nnz, code, shape)
+        else:
+            rep_numel = SIZE_CURVE_MAX_NUMEL
+            rep_nnz = rep_numel - round(s * rep_numel)
+            rep = _encode_synthetic(rep_numel, rep_nnz, code, (rep_numel,))
+            if rep != encoded_size(rep_numel, rep_nnz, code):
+                raise AssertionError("codec size differs from its documented formula")
+            measured = encoded_size(numel, nnz, code)
+        sizes.append(measured)
+    return tuple(sizes)
+
+
+def _encode_synthetic(numel: int, nnz: int, code: DType, shape: tuple[int, ...]) -> int:
+    rng = np.random.default_rng(numel * 1_000_003 + nnz)
+    data = np.zeros(numel, dtype=_UINT_OF_SIZE[code.itemsize])
+    data[rng.choice(numel, size=nnz, replace=False)] = 1
+    return len(_bitmap.encode(data.reshape(shape), int(code)))
+
+
+def available_isas() -> list[Isa]:
+    """Kernel families this CPU can run, best first (always ends with ``Isa.SCALAR``)."""
+    return [Isa(name) for name in _bitmap.available_isas()]
+
+
+def isa() -> Isa:
+    """The kernel family in use (the best available unless forced by ``MEMSIM_CODEC_ISA`` or :func:`set_isa`)."""
+    return Isa(_bitmap.isa())
+
+
+def set_isa(name: str | Isa) -> None:
+    """Use the kernels of ``name`` from now on (process-wide). Raises InputError if unknown/unsupported."""
+    value = name.value if isinstance(name, Isa) else str(name).lower()
+    available = _bitmap.available_isas()
+    if value not in available:
+        raise InputError(f"codec instruction set {name!r} not available here; valid: {', '.join(available)}")
+    _bitmap.set_isa(value)
+
+
+def _apply_env_isa() -> None:
+    forced = os.environ.get(ISA_ENV_VAR)
+    if forced:
+        try:
+            set_isa(forced)
+        except InputError as e:
+            warnings.warn(f"{ISA_ENV_VAR}: {e}; using {_bitmap.isa()}", RuntimeWarning, stacklevel=3)
+
+
+_apply_env_isa()
+
+
+# --- numcodecs-style codec objects --------------------------------------------------------------------------
+
+class BitmapCodec:
+    """The codec as an object with an id and a config, in the style of numcodecs.
+
+    >>> codec = get_codec({"id": "memsim.bitmap"})
+    >>> codec.get_config()
+    {'id': 'memsim.bitmap', 'version': 1}
+    """
+
+    codec_id = "memsim.bitmap"
+
+    def encode(self, buf: Any):
+        """Same as :func:`memsim.codec.encode`."""
+        return encode(buf)
+
+    def decode(self, buf: Any, out: Any = None):
+        """Same as :func:`memsim.codec.decode`."""
+        return decode(buf, out)
+
+    def get_config(self) -> dict:
+        return {"id": self.codec_id, "version": FORMAT_VERSION}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "BitmapCodec":
+        version = config.get("version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise InputError(f"BitmapCodec format version {version!r} not supported; valid: {FORMAT_VERSION}")
+        return cls()
+
+    def __repr__(self) -> str:
+        return "BitmapCodec()"
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register_codec(cls: type, codec_id: str | None = None) -> None:
+    """Make ``get_codec({"id": codec_id, ...})`` build ``cls.from_config(config)``."""
+    _REGISTRY[codec_id or cls.codec_id] = cls
+
+
+def get_codec(config: dict) -> Any:
+    """Build a registered codec from its config dict (``{"id": ..., ...}``)."""
+    codec_id = config.get("id")
+    if codec_id not in _REGISTRY:
+        raise InputError(f"unknown codec id {codec_id!r}; valid: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[codec_id].from_config(dict(config))
+
+
+register_codec(BitmapCodec)
