@@ -1,0 +1,40 @@
+"""Trace one training step of a PyTorch model without running it: ``memsim.tracing.trace``.
+
+How: the model is deep-copied onto FakeTensorMode's fake CPU tensors (parameters and buffers are swapped
+through deepcopy's memo, so real weights are never copied); the optimizer state is created by one
+unrecorded step with zero gradients; then one steady-state step runs under a TorchDispatchMode
+(:mod:`memsim.tracing.recorder`) that records every aten op (name, phase, module path, FLOPs) and every storage
+once (views and in-place results share a storage), with its birth at the op that made it and its death when
+the storage object is freed (a weakref callback, so cost grows with ops, not live tensors). Before backward
+the autograd graph is walked (:mod:`memsim.tracing.graph`) to learn which storages each node saves. Backend
+rules (:mod:`memsim.tracing.cpu`) add the scratch memory real CPU kernels allocate inside one op.
+
+Recorded semantics (what a simulator must know):
+    * Parameters, buffers, inputs and optimizer state have ``birth=0`` and ``death=n_ops-1``.
+    * A gradient is born at the backward op that made it (AccumulateGrad usually steals that buffer) and
+      dies at ``zero_grad(set_to_none=True)``, the last ops of the step.
+    * In-place ops and views create no new storage; ``TensorRecord.op`` is the op that allocated it.
+    * Workspaces (``Category.WORKSPACE``) have ``birth == death`` = the op whose kernel allocates them.
+    * Storages saved for backward are ``ACTIVATION`` with ``saved_by`` = graph node ids; the model output and
+      the loss are ``OUTPUT`` unless saved; everything else made during the step is ``TEMPORARY``.
+
+Known limitations:
+    * Values are not known: ``.item()`` / ``bool(tensor)`` on a traced tensor read 1 (True), so value-dependent
+      control flow follows that branch; ops whose output *shape* depends on values (``nonzero``,
+      ``masked_select``, boolean indexing, ``unique``) raise :class:`memsim.errors.ModelError`.
+    * Tensors a model creates lazily in its first forward and caches on itself count from the op that made
+      them, not from the start of the step (the real steady-state step has them from the start).
+    * Optimizer state is created by a step with zero gradients for every trainable parameter; state of
+      parameters that get no gradient in the traced step is dropped (as a real first step would not make it).
+    * Tensors held as plain (unregistered) module attributes are deep-copied for real, and counted as
+      pre-existing ``BUFFER`` storages named "(untracked)" when the step reads them.
+    * Only the CPU kernels' hidden allocations that have a rule in :mod:`memsim.tracing.cpu` are predicted;
+      sizes of multi-threaded kernel scratch depend on the thread count of the measuring machine.
+    * Python garbage (reference cycles) is assumed freed when the last reference goes, as refcounting does.
+"""
+from __future__ import annotations
+
+from memsim.tracing.backends import Target
+from memsim.tracing.tracer import trace
+
+__all__ = ["trace", "Target"]

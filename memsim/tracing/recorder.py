@@ -1,0 +1,207 @@
+"""The dispatch-mode recorder: every aten op of the step, every storage once, its birth and death.
+
+Cost is O(ops + tensor arguments): a storage is looked up by its C++ address when an op reads or makes it,
+and its death is reported by a weakref callback on the storage object (torch keeps one Python object per
+storage for as long as the storage lives), so nothing is scanned per op.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+from memsim.categories import Category, Phase
+from memsim.timeline import OpRecord
+
+
+class StorageEntry:
+    """A storage seen during tracing (mutable; becomes a :class:`memsim.timeline.TensorRecord`)."""
+
+    __slots__ = ("nbytes", "dtype", "shape", "category", "birth", "death", "module", "op", "name",
+                 "saved_by", "uses", "param")
+
+    def __init__(self, nbytes, dtype, shape, birth, category=None, module="", op="", name=""):
+        self.nbytes = nbytes
+        self.dtype = dtype
+        self.shape = shape
+        self.category = category
+        self.birth = birth
+        self.death = -1          # -1: still alive
+        self.module = module
+        self.op = op
+        self.name = name
+        self.saved_by: list[int] = []
+        self.uses: list[int] = []
+        self.param = ""          # for optimizer state: the parameter it belongs to
+
+
+class OpFailed(Exception):
+    """An op raised while tracing; carries where (module path, op name) for the user's error message."""
+
+    def __init__(self, op: str, module: str, error: BaseException):
+        super().__init__(f"{op} in module '{module or '(top level)'}': {type(error).__name__}: {error}")
+        self.op, self.module, self.error = op, module, error
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _tensors(obj, out: list) -> list:
+    """Tensors among ``obj``'s leaves (tensors, lists/tuples of tensors, dict values); no pytree for speed."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            if isinstance(x, torch.Tensor):
+                out.append(x)
+            elif isinstance(x, (list, tuple, dict)):
+                _tensors(x, out)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            _tensors(x, out)
+    return out
+
+
+def make_recorder_class():
+    """Build the TorchDispatchMode subclass (torch is imported only when tracing)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    ignored = {torch.ops.prim.device.default, aten.sym_size.int, aten.sym_stride.int, aten.sym_numel.default,
+               aten.sym_storage_offset.default, aten.is_same_size.default}
+    local_scalar = aten._local_scalar_dense.default
+    seq_nr = torch._C._autograd._get_sequence_nr
+    current_node = torch._C._current_autograd_node
+    try:
+        from torch.utils.flop_counter import flop_registry
+    except ImportError:  # pragma: no cover - older torch
+        flop_registry = {}
+
+    class Recorder(TorchDispatchMode):
+        """Records ops and storages; see the module docstring. ``rules`` adds backend workspaces."""
+
+        def __init__(self, rules=None):
+            super().__init__()
+            self.ops: list[OpRecord] = []
+            self.entries: list[StorageEntry] = []
+            self.live: dict[int, int] = {}           # storage address -> entry index
+            self._refs: dict[int, tuple] = {}        # id(weakref) -> (weakref, address)
+            self.phase = Phase.FORWARD
+            self.module_stack: list[str] = [""]
+            self.op_seq: list[int] = []              # autograd sequence number when each op started
+            self.node_of_seq: dict[int, int] = {}    # autograd node sequence number -> graph node id
+            self.node_module: dict[int, str] = {}    # graph node id -> module path
+            self.param_module: dict[int, str] = {}   # id(parameter) -> owning module path
+            self.rules = rules
+            self.quiet = False
+            self.last_op = ""
+
+        # ---- storages ----
+        def _on_death(self, ref) -> None:
+            _, address = self._refs.pop(id(ref))
+            index = self.live.pop(address, None)
+            if index is not None:
+                e = self.entries[index]
+                e.death = max(len(self.ops) - 1, e.birth)
+
+        def register(self, t, birth: int, category=None, module: str = "", op: str = "", name: str = "") -> int:
+            """Entry index of ``t``'s storage, creating the entry (born at ``birth``) if it is new."""
+            st = t.untyped_storage()
+            address = st._cdata
+            index = self.live.get(address)
+            if index is not None:
+                return index
+            index = len(self.entries)
+            self.entries.append(StorageEntry(st.nbytes(), _dtype_name(t.dtype), tuple(t.shape), birth,
+                                             category, module, op, name))
+            self.live[address] = index
+            ref = weakref.ref(st, self._on_death)
+            self._refs[id(ref)] = (ref, address)
+            return index
+
+        def index_of(self, t) -> int | None:
+            return self.live.get(t.untyped_storage()._cdata)
+
+        def add_workspace(self, nbytes: int, op_index: int, label: str, module: str) -> None:
+            e = StorageEntry(int(nbytes), "uint8", (int(nbytes),), op_index, Category.WORKSPACE, module,
+                             self.ops[op_index].name, label)
+            e.death = op_index
+            self.entries.append(e)
+
+        # ---- where are we ----
+        def current_module(self) -> str:
+            if self.phase is Phase.BACKWARD:
+                node = current_node()
+                if node is None:
+                    return ""
+                nid = self.node_of_seq.get(node._sequence_nr())
+                if nid is not None:
+                    return self.node_module.get(nid, "")
+                var = getattr(node, "variable", None)      # AccumulateGrad: the parameter's module
+                return self.param_module.get(id(var), "") if var is not None else ""
+            return self.module_stack[-1]
+
+        def push_module(self, path: str) -> None:
+            self.module_stack.append(path)
+
+        def pop_module(self) -> None:
+            if len(self.module_stack) > 1:
+                self.module_stack.pop()
+
+        # ---- the mode ----
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is local_scalar:
+                # A fake tensor has no value; documented fallback: .item() reads 1 (True for bool).
+                dtype = args[0].dtype
+                return True if dtype is torch.bool else (1.0 if dtype.is_floating_point else 1)
+            if self.quiet or func in ignored or func.namespace in ("profiler", "prim"):
+                return func(*args, **kwargs)
+            index = len(self.ops)
+            module = self.current_module()
+            name = str(func)
+            self.last_op = name
+            self.ops.append(OpRecord(name, self.phase, module))
+            self.op_seq.append(seq_nr())
+            inputs = _tensors(args, [])
+            if kwargs:
+                _tensors(kwargs, inputs)
+            live, entries = self.live, self.entries
+            for t in inputs:
+                i = live.get(t.untyped_storage()._cdata)
+                if i is None:   # a tensor the step did not make and memsim did not register: pre-existing
+                    i = self.register(t, 0, Category.BUFFER, module, "", "(untracked)")
+                entries[i].uses.append(index)
+            try:
+                out = func(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - re-raised with where it happened
+                raise OpFailed(name, module, e) from e
+            for t in _tensors(out, []):
+                i = live.get(t.untyped_storage()._cdata)
+                if i is None:
+                    self.register(t, index, None, module, name)
+            if self.rules is not None:
+                self.rules.on_op(self, index, func, args, kwargs, out)
+            fn = flop_registry.get(func._overloadpacket)
+            if fn is not None:
+                try:
+                    self.ops[index].flops = int(fn(*args, **kwargs, out_val=out))
+                except Exception:  # noqa: BLE001 - FLOPs are informative only
+                    pass
+            return out
+
+    return Recorder
+
+
+_RECORDER: Callable | None = None
+
+
+def Recorder(rules=None):  # noqa: N802 - behaves like the class
+    """A new recorder mode (the class is built on first use so importing memsim does not import torch)."""
+    global _RECORDER
+    if _RECORDER is None:
+        _RECORDER = make_recorder_class()
+    return _RECORDER(rules)

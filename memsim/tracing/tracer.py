@@ -1,0 +1,228 @@
+"""``trace()``: follow one steady-state training step on fake CPU tensors and build a :class:`Trace`."""
+from __future__ import annotations
+
+import gc
+from typing import Any, Callable
+
+from memsim import step as step_mod
+from memsim.categories import Category, Phase
+from memsim.errors import InputError, MemsimError, ModelError
+from memsim.timeline import TensorRecord, Timeline
+from memsim.tracing.backends import rules_for, validate_target
+from memsim.tracing.recorder import OpFailed, Recorder, _tensors
+from memsim.trace import Trace
+
+
+def _describe_failure(e: BaseException, phase: Phase, rec) -> str:
+    """One line saying where the step failed and why, for a :class:`ModelError`."""
+    if isinstance(e, OpFailed):
+        cause = e.error
+        where = f"at {e.op} in module '{e.module or '(top level)'}'"
+    else:
+        cause = e
+        where = f"in module '{rec.module_stack[-1] or '(top level)'}'"
+        if rec.last_op:
+            where += f" (last op {rec.last_op})"
+    kind = type(cause).__name__
+    hint = ""
+    if "DynamicOutputShape" in kind or "DataDependent" in kind:
+        hint = (" — the op's output shape depends on tensor values, which memsim does not have (it traces "
+                "on fake tensors); see memsim.tracing 'Known limitations'")
+    return f"the {phase.value} pass failed {where}: {kind}: {cause}{hint}"
+
+
+def _create_optimizer_state(opt, params: list, rec) -> None:
+    """Make the optimizer create its state as a real first step would, without a forward/backward:
+    give every trainable parameter a zero gradient, step, and drop the gradients."""
+    import torch
+
+    rec.quiet = True
+    with rec, torch.no_grad():
+        for p in params:
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+    with rec:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    rec.quiet = False
+
+
+def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd", target: str = "cpu") -> Trace:
+    """Trace one steady-state training step of ``model`` on ``inputs`` without running it.
+
+    The step is forward, ``loss_fn(output)``, ``backward()``, ``optimizer.step()``,
+    ``zero_grad(set_to_none=True)`` with the optimizer state already created (see :mod:`memsim.step`). It
+    runs on FakeTensorMode's fake CPU tensors: no memory proportional to weights or activations is
+    allocated, and the user's ``model`` (real CPU or meta device) is not modified.
+
+    Args:
+        model: a ``torch.nn.Module``.
+        inputs: a tensor or tuple of positional inputs (real, meta or fake; integer token ids work); dim 0
+            of the first tensor is the batch.
+        loss_fn: ``callable(output) -> scalar tensor``; default :func:`memsim.step.default_loss` (mean of the
+            first output tensor).
+        optimizer: "sgd", "momentum", "adam", "adamw" or ``callable(params) -> torch.optim.Optimizer``.
+        target: backend whose kernels are predicted ("cpu").
+
+    Returns:
+        A :class:`memsim.trace.Trace`; ``trace(...).peak_bytes`` is the predicted peak in bytes.
+
+    Raises:
+        InputError: a bad argument (unknown optimizer or target, not a module).
+        ModelError: the step failed; the message names the phase, module path and op.
+
+    Example:
+        >>> tr = trace(torch.nn.Linear(1000, 1000), torch.randn(8, 1000), optimizer="momentum")  # doctest: +SKIP
+        >>> tr.peak_bytes
+        12068008
+    """
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from memsim import __version__
+    from memsim.tracing.fake import fake_inputs, fake_model
+    from memsim.tracing.graph import walk_graph
+
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    opt_spec = step_mod.validate_optimizer(optimizer)
+    tgt = validate_target(target)
+    inputs = step_mod.as_input_tuple(inputs)
+    loss_fn = loss_fn or step_mod.default_loss
+
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fmodel = fake_model(model, fake_mode)
+    finputs = fake_inputs(inputs, fake_mode)
+
+    param_names: dict[int, str] = {}
+    for name, p in fmodel.named_parameters(remove_duplicate=False):
+        param_names.setdefault(id(p), name)
+    buffer_names: dict[int, str] = {}
+    for name, b in fmodel.named_buffers(remove_duplicate=False):
+        buffer_names.setdefault(id(b), name)
+    module_paths: dict[int, str] = {}
+    for name, m in fmodel.named_modules(remove_duplicate=False):
+        module_paths.setdefault(id(m), name)
+    params = list(fmodel.parameters())
+
+    rec = Recorder(rules_for(tgt))
+    rec.param_module = {pid: n.rpartition(".")[0] for pid, n in param_names.items()}
+    try:
+        opt = step_mod.make_optimizer(opt_spec, params)
+        with fake_mode:
+            _create_optimizer_state(opt, params, rec)
+    except MemsimError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"creating the optimizer state failed: {type(e).__name__}: {e}") from None
+
+    # Storages alive before the step.
+    for p in params:
+        rec.register(p, 0, Category.PARAMETER, rec.param_module[id(p)], "", param_names[id(p)])
+    for b in fmodel.buffers():
+        rec.register(b, 0, Category.BUFFER, buffer_names[id(b)].rpartition(".")[0], "", buffer_names[id(b)])
+    for i, t in enumerate(_tensors(finputs, [])):
+        rec.register(t, 0, Category.INPUT, "", "", f"input[{i}]")
+    state_entries: list[tuple[int, int]] = []           # (entry index, id(param))
+    for p, state in opt.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                idx = rec.register(value, 0, Category.OPTIMIZER_STATE, rec.param_module.get(id(p), ""), "",
+                                   f"{key}:{param_names.get(id(p), '?')}")
+                state_entries.append((idx, id(p)))
+
+    def pre_hook(module, args):
+        rec.push_module(module_paths.get(id(module), rec.module_stack[-1]))
+
+    def post_hook(module, args, output):
+        rec.pop_module()
+
+    hooks = [torch.nn.modules.module.register_module_forward_pre_hook(pre_hook),
+             torch.nn.modules.module.register_module_forward_hook(post_hook)]
+    graph = None
+    got_grad: set[int] = set()
+    grad_entries: dict[int, str] = {}
+    gc.collect()
+    try:
+        with fake_mode, rec:
+            rec.phase = Phase.FORWARD
+            try:
+                out = fmodel(*finputs)
+                rec.phase = Phase.LOSS
+                output_entries = {rec.index_of(t) for t in _tensors(out, [])}
+                loss = loss_fn(out)
+                del out
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    raise ModelError(f"loss_fn must return a scalar tensor, got "
+                                     f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}")
+                if loss.grad_fn is None:
+                    raise ModelError("the loss does not require grad: no parameter or input requires "
+                                     "grad, or the forward ran under torch.no_grad()")
+                output_entries.add(rec.index_of(loss))
+                graph = walk_graph(loss.grad_fn, rec, param_names)
+                rec.phase = Phase.BACKWARD
+                loss.backward()
+                del loss
+                for p in params:
+                    if p.grad is not None:
+                        got_grad.add(id(p))
+                        grad_entries[rec.index_of(p.grad)] = param_names[id(p)]
+                rec.phase = Phase.OPTIMIZER
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            except MemsimError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the user's model failed: say where
+                raise ModelError(_describe_failure(e, rec.phase, rec)) from None
+    finally:
+        for h in hooks:
+            h.remove()
+
+    dropped = {idx for idx, pid in state_entries if pid not in got_grad}
+    timeline, remap = _build_timeline(rec, grad_entries, output_entries, dropped, rec.param_module)
+    del opt, fmodel, finputs, params
+    for nid in graph.nodes:
+        data = graph.nodes[nid]
+        data["saved"] = [remap[i] for i in data["saved"] if i in remap]
+    first = next(iter(_tensors(inputs, [])), None)
+    meta = {
+        "model": type(model).__name__,
+        "batch_size": int(first.shape[0]) if first is not None and first.dim() > 0 else None,
+        "inputs": [{"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+                   for t in _tensors(inputs, [])],
+        "optimizer": step_mod.optimizer_label(opt_spec),
+        "target": str(tgt),
+        "torch_version": torch.__version__,
+        "memsim_version": __version__,
+    }
+    return Trace(timeline=timeline, graph=graph, meta=meta)
+
+
+def _build_timeline(rec, grad_entries: dict, output_entries: set, dropped: set, param_module: dict):
+    """Freeze the recorder's entries into a :class:`Timeline`; returns it and old→new id mapping."""
+    n_ops = len(rec.ops)
+    last = max(n_ops - 1, 0)
+    records: list[TensorRecord] = []
+    remap: dict[int, int] = {}
+    for old, e in enumerate(rec.entries):
+        if old in dropped:
+            continue
+        category = e.category
+        name = e.name
+        module = e.module
+        if category is None:
+            if old in grad_entries:
+                category, name = Category.GRADIENT, f"grad:{grad_entries[old]}"
+                module = grad_entries[old].rpartition(".")[0]
+            elif e.saved_by:
+                category = Category.ACTIVATION
+            elif old in output_entries:
+                category = Category.OUTPUT
+            else:
+                category = Category.TEMPORARY
+        new = len(records)
+        remap[old] = new
+        death = last if e.death < 0 else e.death
+        records.append(TensorRecord(new, int(e.nbytes), e.dtype, e.shape, category, min(e.birth, last), death,
+                                    module, e.op, name, tuple(e.saved_by), tuple(e.uses)))
+    return Timeline(ops=rec.ops, tensors=records), remap
