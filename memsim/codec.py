@@ -96,6 +96,8 @@ _NUMPY_CODES = {
     np.dtype(np.int16): DType.INT16, np.dtype(np.float16): DType.FLOAT16, np.dtype(np.int32): DType.INT32,
     np.dtype(np.float32): DType.FLOAT32, np.dtype(np.int64): DType.INT64, np.dtype(np.float64): DType.FLOAT64,
 }
+# numpy storage for a decoded tensor: numpy has no bfloat16, so its bits go into uint16.
+_NUMPY_STORAGE = {code: dt.type for dt, code in _NUMPY_CODES.items()} | {DType.BFLOAT16: np.uint16}
 _UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
@@ -264,9 +266,12 @@ def decode(buf: Any, out: Any = None):
     code, shape, _ = _bitmap.header(buf)
     dtype = DType(code)
     if out is None:
-        out = torch.empty(tuple(shape), dtype=dtype.torch_dtype)
-        _bitmap.decode(buf, out)
-        return out
+        # numpy asks for transparent huge pages on large arrays (torch.empty does not); on VMs the 4 KiB page
+        # faults of fresh memory otherwise cost several times the decoding itself.
+        arr = np.empty(tuple(shape), dtype=_NUMPY_STORAGE[dtype])
+        _bitmap.decode(buf, arr)
+        result = torch.from_numpy(arr)
+        return result.view(torch.bfloat16) if dtype == DType.BFLOAT16 else result
     _check_out(out, dtype, tuple(shape))
     _bitmap.decode(buf, out.detach() if isinstance(out, torch.Tensor) else out)
     return out

@@ -10,6 +10,10 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "codec.h"
 
 namespace nb = nanobind;
@@ -38,6 +42,96 @@ class BufferView {
 
  private:
   Py_buffer view_{};
+};
+
+// Memory for an encoding whose final size is known only after encoding: the worst case is reserved, then
+// the unused tail is given back without copying. Large buffers are mmap'ed with transparent huge pages
+// (as numpy does for its large arrays): with 4 KiB pages the page faults of fresh memory cost more than the
+// encoding itself on many VMs.
+class OutputMemory {
+ public:
+  explicit OutputMemory(uint64_t bytes) {
+#if defined(__linux__)
+    if (bytes >= kHugeThreshold) {
+      len_ = round_up(bytes, kHuge);
+      size_t span = len_ + kHuge;
+      void* base = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (base == MAP_FAILED) throw std::bad_alloc();
+      uintptr_t b = reinterpret_cast<uintptr_t>(base);
+      uintptr_t aligned = round_up(b, kHuge);
+      if (aligned > b) munmap(base, aligned - b);
+      if (b + span > aligned + len_) munmap(reinterpret_cast<void*>(aligned + len_), b + span - (aligned + len_));
+      data_ = reinterpret_cast<uint8_t*>(aligned);
+      madvise(data_, len_, MADV_HUGEPAGE);
+      mmapped_ = true;
+      return;
+    }
+#endif
+    data_ = static_cast<uint8_t*>(std::malloc(bytes ? bytes : 1));
+    if (!data_) throw std::bad_alloc();
+    len_ = bytes;
+  }
+  ~OutputMemory() {
+    if (data_) release(data_, len_, mmapped_);
+  }
+  OutputMemory(const OutputMemory&) = delete;
+  OutputMemory& operator=(const OutputMemory&) = delete;
+
+  uint8_t* data() const { return data_; }
+
+  void shrink(uint64_t bytes) {
+#if defined(__linux__)
+    if (mmapped_) {
+      size_t keep = round_up(bytes ? bytes : 1, kPage);
+      if (keep < len_) {
+        munmap(data_ + keep, len_ - keep);
+        len_ = keep;
+      }
+      return;
+    }
+#endif
+    void* p = std::realloc(data_, bytes ? bytes : 1);  // shrinking: in place for glibc
+    if (p) {
+      data_ = static_cast<uint8_t*>(p);
+      len_ = bytes;
+    }
+  }
+
+  nb::capsule release_to_capsule() {
+    auto* info = new Region{data_, len_, mmapped_};
+    data_ = nullptr;
+    return nb::capsule(info, [](void* p) noexcept {
+      auto* r = static_cast<Region*>(p);
+      release(r->data, r->len, r->mmapped);
+      delete r;
+    });
+  }
+
+ private:
+  struct Region {
+    uint8_t* data;
+    size_t len;
+    bool mmapped;
+  };
+  static constexpr size_t kPage = 4096;
+  static constexpr size_t kHuge = size_t{2} << 20;
+  static constexpr size_t kHugeThreshold = size_t{4} << 20;
+  static size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+  static void release(uint8_t* data, size_t len, bool mmapped) {
+#if defined(__linux__)
+    if (mmapped) {
+      munmap(data, len);
+      return;
+    }
+#endif
+    (void)len;
+    (void)mmapped;
+    std::free(data);
+  }
+
+  uint8_t* data_ = nullptr;
+  size_t len_ = 0;
+  bool mmapped_ = false;
 };
 
 using AnyArray = nb::ndarray<nb::ro, nb::device::cpu>;
@@ -94,24 +188,17 @@ nb::object encode(const AnyArray& x, int dtype_code, nb::handle out) {
     }
     return nb::int_(size);
   }
-  uint8_t* mem = static_cast<uint8_t*>(std::malloc(worst));
-  if (!mem) throw std::bad_alloc();
+  OutputMemory mem(worst);
   int64_t size;
   {
     nb::gil_scoped_release release;
-    size = encode_into(src, h, mem, worst);
-    // Give back the unused tail: realloc shrinks in place (mremap for large blocks), no copy.
-    if (size >= 0 && static_cast<uint64_t>(size) < worst) {
-      void* shrunk = std::realloc(mem, static_cast<size_t>(size));
-      if (shrunk) mem = static_cast<uint8_t*>(shrunk);
-    }
+    size = encode_into(src, h, mem.data(), worst);
+    if (size >= 0) mem.shrink(static_cast<uint64_t>(size));
   }
-  if (size < 0) {
-    std::free(mem);
-    throw std::runtime_error("internal error: worst-case buffer too small");
-  }
-  nb::capsule owner(mem, [](void* p) noexcept { std::free(p); });
-  return nb::cast(nb::ndarray<nb::numpy, uint8_t, nb::ndim<1>>(mem, {static_cast<size_t>(size)}, owner));
+  if (size < 0) throw std::runtime_error("internal error: worst-case buffer too small");
+  uint8_t* data = mem.data();
+  nb::capsule owner = mem.release_to_capsule();
+  return nb::cast(nb::ndarray<nb::numpy, uint8_t, nb::ndim<1>>(data, {static_cast<size_t>(size)}, owner));
 }
 
 nb::tuple header(nb::handle buf_obj) {
