@@ -17,7 +17,23 @@ KNOWN_PARAMETER_COUNTS = {
     "resnet34": 21_797_672,
     "resnet50": 25_557_032,
     "resnet101": 44_549_160,
+    "mobilenet_v2": 3_504_872,
+    "mobilenet_v3_small": 2_542_856,
+    "mobilenet_v3_large": 5_483_032,
+    "vgg11": 132_863_336,
+    "vgg16": 138_357_544,
+    "vgg16_bn": 138_365_992,
+    "efficientnet_b0": 5_288_548,
+    "densenet121": 7_978_856,
+    "squeezenet1_1": 1_235_496,
+    "vit_b_16": 86_567_656,
+    "vit_tiny": 5_717_416,  # timm vit_tiny_patch16_224
+    "gpt2": 124_439_808,
+    "gpt2_medium": 354_823_168,
+    "gpt2_large": 774_030_080,
+    "gpt2_xl": 1_557_611_200,
 }
+LANGUAGE_MODELS = ["gpt2", "gpt2_medium", "gpt2_large", "gpt2_xl"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -33,8 +49,7 @@ def test_parameter_count_matches_original(name):
 def test_names_sorted_and_complete():
     names = models_zoo.names()
     assert names == sorted(names)
-    assert set(KNOWN_PARAMETER_COUNTS) <= set(names)
-    assert "small_cnn" in names
+    assert names == sorted([*KNOWN_PARAMETER_COUNTS, "small_cnn"])
 
 
 def test_import_is_lazy():
@@ -133,3 +148,137 @@ def test_classification_loss_targets_zeros():
     logits = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
     expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0]))
     assert torch.allclose(spec.loss_fn(logits), expected)
+
+
+@pytest.mark.parametrize("name", sorted(set(KNOWN_PARAMETER_COUNTS) - set(LANGUAGE_MODELS)))
+def test_image_models_map_default_inputs_to_logits_on_meta(name):
+    spec = models_zoo.spec(name)
+    assert spec.input_shape == (3, 224, 224) and spec.input_dtype == torch.float32
+    model = models_zoo.create(name, device="meta")
+    out = model(spec.example_inputs(2, device="meta"))
+    assert out.shape == (2, 1000) and out.is_meta
+    assert spec.loss_fn(out).shape == ()
+
+
+@pytest.mark.parametrize("name", LANGUAGE_MODELS)
+def test_gpt2_spec_and_meta_forward(name):
+    spec = models_zoo.spec(name)
+    assert spec.input_shape == (1024,) and spec.input_dtype == torch.int64
+    assert spec.vocab_size == 50257 and spec.max_seq_len == 1024
+    assert models_zoo.spec(name, seq_len=64).input_shape == (64,)
+    model = models_zoo.create(name, device="meta")
+    x = spec.example_inputs(1, device="meta", seq_len=8)
+    assert x.dtype == torch.int64 and x.shape == (1, 8)
+    assert model(x).shape == (1, 8, 50257)
+
+
+def _module_types(model: nn.Module) -> set[type]:
+    return {type(m) for m in model.modules()}
+
+
+def test_activation_layers_follow_torchvision():
+    v2 = dict(models_zoo.create("mobilenet_v2", device="meta").named_modules())
+    assert isinstance(v2["features.0.2"], nn.ReLU6) and v2["features.0.2"].inplace
+    assert isinstance(v2["features.2.conv.1.0"], nn.Conv2d) and v2["features.2.conv.1.0"].groups == 96
+    assert isinstance(v2["classifier.0"], nn.Dropout)
+
+    v3 = models_zoo.create("mobilenet_v3_large", device="meta")
+    assert {nn.Hardswish, nn.Hardsigmoid, nn.ReLU} <= _module_types(v3)
+    v3_modules = dict(v3.named_modules())
+    assert v3_modules["features.0.2"].inplace and isinstance(v3_modules["features.0.1"], nn.BatchNorm2d)
+    assert v3_modules["features.0.1"].eps == 0.001
+
+    eff = dict(models_zoo.create("efficientnet_b0", device="meta").named_modules())
+    assert isinstance(eff["features.0.2"], nn.SiLU) and eff["features.0.2"].inplace
+    assert type(eff["features.2.0.block.2"]).__name__ == "SqueezeExcitation"
+    assert eff["features.2.1.stochastic_depth"].p == pytest.approx(0.2 * 2 / 16)
+
+    dense = dict(models_zoo.create("densenet121", device="meta").named_modules())
+    assert isinstance(dense["features.denseblock1.denselayer1.conv1"], nn.Conv2d)
+    assert isinstance(dense["features.transition1.pool"], nn.AvgPool2d)
+
+    vit = dict(models_zoo.create("vit_b_16", device="meta").named_modules())
+    assert isinstance(vit["encoder.layers.encoder_layer_0.self_attention"], nn.MultiheadAttention)
+    assert isinstance(vit["encoder.layers.encoder_layer_11.mlp.1"], nn.GELU)
+
+    gpt = dict(models_zoo.create("gpt2", device="meta").named_modules())
+    assert isinstance(gpt["transformer.h.0.mlp.act"], nn.GELU) and gpt["transformer.h.0.mlp.act"].approximate == "tanh"
+    assert isinstance(gpt["transformer.h.11.ln_2"], nn.LayerNorm)
+
+
+def test_gpt2_head_is_tied_and_counted_once():
+    model = models_zoo.create("gpt2", device="meta")
+    assert model.lm_head.weight is model.transformer.wte.weight
+    untied = sum(p.numel() for p in model.parameters()) + model.lm_head.weight.numel()
+    assert untied == 124_439_808 + 50257 * 768
+
+
+def test_gpt2_is_causal_and_trains():
+    model = models_zoo.create("gpt2", n_layer=2, vocab_size=100, n_positions=32, seed=0).eval()
+    spec = models_zoo.spec("gpt2", vocab_size=100, n_positions=32, seq_len=16)
+    x = spec.example_inputs(2, seed=0)
+    assert int(x.max()) < 100
+    changed = x.clone()
+    changed[:, 10] = (changed[:, 10] + 1) % 100
+    with torch.no_grad():
+        a, b = model(x), model(changed)
+    assert torch.allclose(a[:, :10], b[:, :10], atol=1e-5)  # earlier positions never see later tokens
+    assert not torch.allclose(a[:, 10:], b[:, 10:], atol=1e-5)
+    model.train()
+    loss = spec.loss_fn(model(x))
+    loss.backward()
+    assert model.transformer.wte.weight.grad is not None
+
+
+def test_language_model_loss_targets_zeros_over_flattened_tokens():
+    spec = models_zoo.spec("gpt2")
+    logits = torch.randn(2, 3, 7)
+    expected = torch.nn.functional.cross_entropy(logits.reshape(6, 7), torch.zeros(6, dtype=torch.int64))
+    assert torch.allclose(spec.loss_fn(logits), expected)
+
+
+def test_seq_len_is_validated():
+    with pytest.raises(InputError, match="2048"):
+        models_zoo.spec("gpt2", seq_len=2048)
+    with pytest.raises(InputError, match="language models"):
+        models_zoo.spec("resnet18", seq_len=16)
+    with pytest.raises(InputError, match="longer"):
+        models_zoo.spec("gpt2").example_inputs(1, seq_len=4096)
+
+
+def test_bad_override_value_is_input_error():
+    with pytest.raises(InputError, match="n_head"):
+        models_zoo.create("gpt2", n_head=7, device="meta")
+    with pytest.raises(InputError, match="n_layer"):
+        models_zoo.create("gpt2", n_layer=0, device="meta")
+
+
+def test_hf_causal_mask_buffers_in_checkpoints_are_ignored(tmp_path):
+    model = models_zoo.create("gpt2", n_layer=1, vocab_size=50, n_positions=8, seed=0)
+    state = model.state_dict()
+    state["transformer.h.0.attn.bias"] = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    torch.save(state, tmp_path / "hf.pt")
+    loaded = models_zoo.create("gpt2", n_layer=1, vocab_size=50, n_positions=8, weights=str(tmp_path / "hf.pt"))
+    assert torch.equal(loaded.transformer.wte.weight, model.transformer.wte.weight)
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+
+
+def test_vit_tiny_trains_on_real_tensors():
+    model = models_zoo.create("vit_tiny", num_classes=10, image_size=32, seed=0)
+    spec = models_zoo.spec("vit_tiny", num_classes=10, image_size=32)
+    assert spec.input_shape == (3, 32, 32)
+    out = model(spec.example_inputs(2, seed=0))
+    assert out.shape == (2, 10)
+    spec.loss_fn(out).backward()
+    assert model.conv_proj.weight.grad is not None
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1"])
+def test_cnn_backward_on_real_tensors(name):
+    model = models_zoo.create(name, num_classes=10, seed=0)
+    spec = models_zoo.spec(name)
+    x = spec.example_inputs(2, seed=0)[:, :, :32, :32].contiguous()  # small images keep the test fast
+    loss = spec.loss_fn(model(x))
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None for g in grads) and torch.isfinite(loss)
