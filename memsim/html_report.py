@@ -27,6 +27,7 @@ _COLUMNS = [
     ("peak_bytes", "peak live tensors", lambda v: format_bytes(v)),
     ("device_peak_bytes", "device peak", lambda v: format_bytes(v)),
     ("fits", "fits", lambda v: "yes" if v else "no"),
+    ("headroom_bytes", "headroom", lambda v: format_bytes(v)),
     ("max_batch_size", "max batch size", lambda v: "—" if v is None else f"{v:,}"),
     ("extra_flops", "extra compute", lambda v: _flops(v)),
     ("codec_seconds", "codec time / step", lambda v: _seconds(v)),
@@ -117,15 +118,15 @@ def _policy_table(report) -> str:
 
 
 def _live_at_peak_tables(obj) -> str:
-    from memsim.viz import _live_at_peak, _read_step
+    from memsim.viz import live_at_peak
 
-    step = _read_step(obj)
-    peak_index, live, sizes = _live_at_peak(step)
-    total = int(sum(int(sizes[t.id]) for t in live))
+    peak_index, live, exact = live_at_peak(obj)
+    total = sum(it.nbytes for it in live)
     by_cat = {c: 0 for c in CATEGORY_COLORS}
-    for t in live:
-        by_cat[Category(t.category)] += int(sizes[t.id])
-    ops = step.trace.timeline.ops
+    for it in live:
+        by_cat[it.category] += it.nbytes
+    trace = obj.trace if _is_report(obj) else obj
+    ops = trace.timeline.ops
     where = ""
     if 0 <= peak_index < len(ops):
         op = ops[peak_index]
@@ -138,17 +139,17 @@ def _live_at_peak_tables(obj) -> str:
     cat_table = (f"<table id=\"by-category\"><thead><tr><th>category</th><th>bytes</th><th>share</th></tr></thead>"
                  f"<tbody>{rows}</tbody><tfoot><tr><td><b>total</b></td><td><b>{_e(format_bytes(total))}</b></td>"
                  f"<td></td></tr></tfoot></table>")
-    biggest = sorted(live, key=lambda t: -int(sizes[t.id]))[:TOP_TENSORS]
     trows = "".join(
-        f"<tr><td class=\"mono\">{_e(t.name or '—')}</td><td class=\"mono\">{_e(t.module or '—')}</td>"
-        f"<td>{_e(Category(t.category))}</td><td class=\"mono\">{_e('×'.join(map(str, t.shape)) or 'scalar')}</td>"
-        f"<td>{_e(t.dtype)}</td><td>{_e(format_bytes(int(sizes[t.id])))}</td>"
-        f"<td class=\"mono\">{_e(t.op or '—')}</td></tr>"
-        for t in biggest)
+        f"<tr><td class=\"mono\">{_e(it.tensor.name or '—')}</td><td class=\"mono\">{_e(it.tensor.module or '—')}</td>"
+        f"<td>{_e(it.category)}</td><td class=\"mono\">{_e('×'.join(map(str, it.tensor.shape)) or 'scalar')}</td>"
+        f"<td>{_e(it.tensor.dtype)}</td><td>{_e(format_bytes(it.nbytes))}</td>"
+        f"<td class=\"mono\">{_e(it.tensor.op or '—')}</td></tr>"
+        for it in live[:TOP_TENSORS])
     tensor_table = (f"<table id=\"top-tensors\"><thead><tr><th>tensor</th><th>module</th><th>category</th>"
                     f"<th>shape</th><th>dtype</th><th>bytes</th><th>made by</th></tr></thead><tbody>{trows}</tbody>"
                     f"</table>")
-    return (f"<h2>Live at the peak</h2><p>{_e(format_bytes(total))} in {len(live):,} storages{where}</p>"
+    note = "" if exact else " (sizes as traced: this report does not say how its policy sizes each storage)"
+    return (f"<h2>Live at the peak</h2><p>{_e(format_bytes(total))} in {len(live):,} storages{where}{note}</p>"
             f"{cat_table}<h3>Largest storages</h3>{tensor_table}")
 
 

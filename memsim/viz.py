@@ -35,9 +35,11 @@ _BORN_SHOWN = 3  # tensors listed per op in the hover, largest first
 
 __all__ = [
     "BreakdownKind",
+    "LiveItem",
     "DEFAULT_MAX_POINTS",
     "byte_unit",
     "downsample_indices",
+    "live_at_peak",
     "peak_breakdown_figure",
     "timeline_figure",
 ]
@@ -122,7 +124,7 @@ class _Step:
     total: np.ndarray  # live bytes per op under the chosen policy
     baseline: np.ndarray | None  # live bytes per op with no policy, when a policy is chosen
     categories: dict[Category, np.ndarray]
-    tensor_bytes: np.ndarray | None  # per-storage bytes under the policy, when the report says
+    live_rows: object | None  # callable(op) -> [(tensor id, bytes, Category)] under the policy, if known
     budget_bytes: int | None  # live-tensor bytes that fit on the device
     device_name: str | None
 
@@ -143,20 +145,33 @@ def _read_step(obj) -> _Step:
             cats = {Category(c): np.asarray(v, dtype=np.int64) for c, v in obj.category_curves(None).items()}
         else:
             cats = trace.timeline.category_curves()
-        tensor_bytes = None
-        if hasattr(obj, "tensor_nbytes"):
-            tensor_bytes = np.asarray(obj.tensor_nbytes(None), dtype=np.int64)
+        live_rows = _policy_live_rows(obj)
         budget = getattr(obj, "tensor_budget_bytes", None)
         device = getattr(obj, "device", None)
         device_name = None
         if device is not None:
             device_name = getattr(device, "display_name", None) or getattr(device, "name", None) or str(device)
-        return _Step(trace, policy, total, baseline, cats, tensor_bytes,
+        return _Step(trace, policy, total, baseline, cats, live_rows,
                      int(budget) if budget is not None else None, device_name)
     if hasattr(obj, "timeline"):
         tl = obj.timeline
         return _Step(obj, None, tl.memory_curve(), None, tl.category_curves(), None, None, None)
     raise InputError(f"cannot plot a {type(obj).__name__}: expected a memsim Trace or simulation Report")
+
+
+def _policy_live_rows(report):
+    """What is alive at an op under the report's policy, as ``(tensor id, bytes, Category)`` rows.
+
+    A policy re-costs storages as intervals (a saved activation may live dense in forward, encoded until
+    backward, decoded for one op), so one storage can give several rows. Read from ``report.live_at(index)``
+    when the report has it, else from ``report.main.costed.live_at(index)`` (memsim.simulate.Report).
+    """
+    if callable(getattr(report, "live_at", None)):
+        return report.live_at
+    costed = getattr(getattr(report, "main", None), "costed", None)
+    if callable(getattr(costed, "live_at", None)):
+        return costed.live_at
+    return None
 
 
 def _title(step: _Step) -> str:
@@ -252,8 +267,8 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
 
     x = kept
     ops = tl.ops if len(tl.ops) == n else None
-    sizes = step.tensor_bytes if step.tensor_bytes is not None and len(step.tensor_bytes) == len(tl.tensors) \
-        else np.fromiter((t.nbytes for t in tl.tensors), dtype=np.int64, count=len(tl.tensors))
+    # storages as traced (dense): a policy changes them only after they are born
+    sizes = np.fromiter((t.nbytes for t in tl.tensors), dtype=np.int64, count=len(tl.tensors))
     line_shape = "linear" if downsampled else "hv"
 
     fig = go.Figure()
@@ -298,8 +313,9 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
     if show_phases:
         width = max(n, 1)
         for phase, a, b in spans:
-            # too narrow to hold its name (the loss of a big model): shaded only, the hover names it
-            label = dict(annotation_text=str(phase), annotation_position="outside top left",
+            # labels sit above the plot, centred, so they never cover the curve or the peak label; a phase too
+            # narrow to hold its name (the loss of a big model) is shaded only, and the hover names it
+            label = dict(annotation_text=str(phase), annotation_position="outside top",
                          annotation_font=dict(size=11, color="#555555")) if (b - a + 1) / width >= 0.03 else {}
             fig.add_vrect(x0=a - 0.5, x1=b + 0.5, fillcolor=PHASE_COLORS[Phase(phase)], line_width=0,
                           layer="below", name=f"phase:{phase}", **label)
@@ -325,7 +341,9 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
                     arrowhead=2, ax=40, ay=-20, font=dict(size=11, color="#7f7f7f"),
                 )
 
-    yaxis = dict(title=f"live tensor memory ({unit})", rangemode="tozero")
+    # explicit range: 15% above the highest line leaves room for the peak label inside the plot
+    y_top = max(top, step.budget_bytes or 0) if budget_on_scale else top
+    yaxis = dict(title=f"live tensor memory ({unit})", range=[0, max(y_top, 1) * 1.15 / divisor])
     off_scale_note = ""
     if step.budget_bytes is not None:
         device = f" on {step.device_name}" if step.device_name else ""
@@ -336,7 +354,6 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
                       **label)
         if not budget_on_scale:
             # A 4 GB budget would flatten a 50 MB step into a sliver: keep the step's scale, state the budget.
-            yaxis["range"] = [0, top / divisor * 1.15]
             off_scale_note = f' · <span style="color:#C44E52">{text}, above the chart</span>'
 
     note = f" · {len(kept):,} of {n:,} ops drawn (min-max per bucket, peak exact)" if downsampled else ""
@@ -352,16 +369,41 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
 
 
 # ---------------------------------------------------------------- what is live at the peak
-def _live_at_peak(step: _Step) -> tuple[int, list, np.ndarray]:
-    """(peak op, live storages there, per-storage bytes under the policy)."""
+@dataclass
+class LiveItem:
+    """One storage (or one interval of it under a policy) alive at an op: its record, bytes and category."""
+
+    tensor: object  # memsim.timeline.TensorRecord
+    nbytes: int
+    category: Category
+
+
+def live_at_peak(trace_or_report) -> tuple[int, list[LiveItem], bool]:
+    """``(peak op, live items largest first, sized_by_policy)`` at the step's peak.
+
+    For a report the peak and the sizes are its policy's (an encoded activation counts its encoded bytes).
+    ``sized_by_policy`` is False when a report with a policy other than ``none`` does not say how its policy
+    sizes each storage; the items then carry the traced sizes.
+    """
+    step = _read_step(trace_or_report)
+    return _live_items(step)
+
+
+def _live_items(step: _Step) -> tuple[int, list[LiveItem], bool]:
     tl = step.trace.timeline
     peak_index = int(np.argmax(step.total)) if len(step.total) else 0
-    if step.tensor_bytes is not None and len(step.tensor_bytes) == len(tl.tensors):
-        sizes = step.tensor_bytes
+    if step.live_rows is not None:
+        merged: dict[tuple[int, Category], int] = {}
+        for tid, nbytes, cat in step.live_rows(peak_index):
+            key = (int(tid), Category(cat))
+            merged[key] = merged.get(key, 0) + int(nbytes)
+        items = [LiveItem(tl.tensors[tid], nb, cat) for (tid, cat), nb in merged.items() if nb > 0]
+        exact = True
     else:
-        sizes = np.fromiter((t.nbytes for t in tl.tensors), dtype=np.int64, count=len(tl.tensors))
-    live = [t for t in tl.live_at(peak_index) if sizes[t.id] > 0]
-    return peak_index, live, sizes
+        items = [LiveItem(t, int(t.nbytes), Category(t.category)) for t in tl.live_at(peak_index) if t.nbytes > 0]
+        exact = step.policy in (None, BASELINE_POLICY)
+    items.sort(key=lambda it: -it.nbytes)
+    return peak_index, items, exact
 
 
 def _cut(module: str, depth: int | None) -> str:
@@ -378,8 +420,8 @@ def peak_breakdown_figure(trace_or_report, kind: BreakdownKind | str = Breakdown
     shows "transformer.h.17" rather than every linear layer. ``treemap`` nests rectangles along the module
     path ("layer1" ⊃ "layer1.0" ⊃ "layer1.0.conv1"), with one leaf per (module, category) coloured by
     category; areas are bytes. ``bar`` draws the ``top`` modules as horizontal bars stacked by category. Storages owned by no module
-    are grouped under "(no module)". For a report, sizes are those under its policy when the report exposes
-    ``tensor_nbytes(policy)``; otherwise the traced sizes (stated in the title).
+    are grouped under "(no module)". For a report, the peak and the sizes are those under its policy (see
+    :func:`live_at_peak`).
 
     Example:
         >>> peak_breakdown_figure(report, kind="bar", depth=1).show()   # doctest: +SKIP
@@ -392,21 +434,18 @@ def peak_breakdown_figure(trace_or_report, kind: BreakdownKind | str = Breakdown
         raise InputError(f"unknown breakdown kind {kind!r}; valid kinds: "
                          f"{', '.join(k.value for k in BreakdownKind)}") from None
     step = _read_step(trace_or_report)
-    peak_index, live, sizes = _live_at_peak(step)
-    total = int(sum(int(sizes[t.id]) for t in live))
-    sized_note = ""
-    if step.policy not in (None, BASELINE_POLICY) and step.tensor_bytes is None:
-        sized_note = " (sizes before the policy)"
+    peak_index, live, exact = _live_items(step)
+    total = sum(it.nbytes for it in live)
+    sized_note = "" if exact else " (sizes before the policy)"
     title = (f"Live at the peak: {format_bytes(total)} at op {peak_index}{sized_note} — {_esc(_title(step))}")
 
     if kind is BreakdownKind.TREEMAP:
         ids, labels, parents, values, colors, hover = [], [], [], [], [], []
         node_bytes: dict[str, int] = {}
         leaf_bytes: dict[tuple[str, Category], int] = {}
-        for t in live:
-            path = _cut(t.module, depth)
-            key = (path, Category(t.category))
-            leaf_bytes[key] = leaf_bytes.get(key, 0) + int(sizes[t.id])
+        for it in live:
+            key = (_cut(it.tensor.module, depth), it.category)
+            leaf_bytes[key] = leaf_bytes.get(key, 0) + it.nbytes
         for (path, cat), nbytes in leaf_bytes.items():
             parts = path.split(".") if path != "(no module)" else [path]
             for k in range(1, len(parts) + 1):
@@ -432,11 +471,9 @@ def peak_breakdown_figure(trace_or_report, kind: BreakdownKind | str = Breakdown
         ))
     else:
         by_module: dict[str, dict[Category, int]] = {}
-        for t in live:
-            key = _cut(t.module, depth)
-            row = by_module.setdefault(key, {})
-            cat = Category(t.category)
-            row[cat] = row.get(cat, 0) + int(sizes[t.id])
+        for it in live:
+            row = by_module.setdefault(_cut(it.tensor.module, depth), {})
+            row[it.category] = row.get(it.category, 0) + it.nbytes
         ranked = sorted(by_module.items(), key=lambda kv: -sum(kv[1].values()))[:top]
         modules = [m for m, _ in ranked][::-1]  # largest at the top of a horizontal bar chart
         divisor, unit = byte_unit(max([sum(r.values()) for _, r in ranked] + [1]))

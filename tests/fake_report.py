@@ -97,8 +97,40 @@ class FakeBreakdown:
     top_tensors: list
 
 
+@dataclass
+class FakeCosted:
+    """Storages as intervals after a policy (like memsim.policies.CostedTimeline)."""
+
+    n_ops: int
+    birth: np.ndarray
+    death: np.ndarray
+    nbytes: np.ndarray
+    category: list
+    source: np.ndarray
+
+    def memory_curve(self, mask=None) -> np.ndarray:
+        diff = np.zeros(self.n_ops + 1, dtype=np.int64)
+        size = self.nbytes if mask is None else np.where(mask, self.nbytes, 0)
+        np.add.at(diff, self.birth, size)
+        np.add.at(diff, self.death + 1, -size)
+        return np.cumsum(diff[:-1])
+
+    def live_at(self, index: int) -> list:
+        m = np.nonzero((self.birth <= index) & (self.death >= index))[0]
+        return sorted(((int(self.source[i]), int(self.nbytes[i]), self.category[i]) for i in m), key=lambda r: -r[1])
+
+
+@dataclass
+class FakeResult:
+    costed: FakeCosted
+
+
 class FakeReport:
-    """Duck-typed stand-in for ``memsim.simulate.Report``; ``bitmap`` halves activations."""
+    """Duck-typed stand-in for ``memsim.simulate.Report``.
+
+    Policy ``bitmap`` keeps an activation dense at the op that makes it and encoded at half its size from the
+    next op until it dies, so one storage gives two intervals, as real policies do.
+    """
 
     policies = ["none", "bitmap"]
 
@@ -114,45 +146,44 @@ class FakeReport:
         self.fits = self.peak_bytes <= tensor_budget_bytes
         self.headroom_bytes = tensor_budget_bytes - self.peak_bytes
 
-    def tensor_nbytes(self, policy: str | None = None) -> np.ndarray:
+    def costed(self, policy: str | None = None) -> FakeCosted:
         policy = policy or self.policy
-        sizes = np.array([t.nbytes for t in self.trace.timeline.tensors], dtype=np.int64)
-        if policy == "bitmap":
-            act = np.array([t.category == Category.ACTIVATION for t in self.trace.timeline.tensors])
-            sizes[act] //= 2
-        return sizes
+        cache = self.__dict__.setdefault("_costed", {})
+        if policy not in cache:
+            cache[policy] = self._cost(policy)
+        return cache[policy]
+
+    def _cost(self, policy: str) -> FakeCosted:
+        rows = []
+        for t in self.trace.timeline.tensors:
+            if policy == "bitmap" and t.category == Category.ACTIVATION and t.death > t.birth:
+                rows.append((t.birth, t.birth, t.nbytes, t.category, t.id))
+                rows.append((t.birth + 1, t.death, t.nbytes // 2, t.category, t.id))
+            else:
+                rows.append((t.birth, t.death, t.nbytes, t.category, t.id))
+        b, d, nb, cat, src = zip(*rows)
+        return FakeCosted(self.trace.timeline.n_ops, np.array(b), np.array(d), np.array(nb, dtype=np.int64),
+                          list(cat), np.array(src))
+
+    @property
+    def main(self) -> FakeResult:
+        return FakeResult(self.costed())
 
     def memory_curve(self, policy: str | None = None) -> np.ndarray:
-        return self.trace.timeline.memory_curve(self.tensor_nbytes(policy))
+        return self.costed(policy).memory_curve()
 
     def category_curves(self, policy: str | None = None) -> dict:
-        sizes = self.tensor_nbytes(policy)
-        tl = self.trace.timeline
-        out = {}
-        for cat in Category:
-            masked = np.array([s if t.category == cat else 0 for s, t in zip(sizes, tl.tensors)], dtype=np.int64)
-            if masked.any():
-                out[cat] = tl.memory_curve(masked)
-        return out
+        c = self.costed(policy)
+        cats = np.array([str(x) for x in c.category])
+        return {cat: c.memory_curve(cats == str(cat)) for cat in Category if (cats == str(cat)).any()}
 
     def table_rows(self) -> list[dict]:
         rows = []
         for p in self.policies:
             peak = int(self.memory_curve(p).max())
             rows.append(dict(policy=p, peak_bytes=peak, device_peak_bytes=peak + 300 * MiB,
-                             fits=peak <= self.tensor_budget_bytes, max_batch_size=4 if p == "none" else 7,
+                             fits=peak <= self.tensor_budget_bytes,
+                             headroom_bytes=self.tensor_budget_bytes - peak, max_batch_size=4 if p == "none" else 7,
                              extra_flops=0 if p == "none" else 1_000_000, codec_seconds=0.0 if p == "none" else 0.012,
                              lossy=False))
         return rows
-
-    @property
-    def breakdown(self) -> FakeBreakdown:
-        tl = self.trace.timeline
-        index = int(np.argmax(self.memory_curve()))
-        sizes = self.tensor_nbytes()
-        live = tl.live_at(index)
-        by_cat = {c: 0 for c in Category}
-        for t in live:
-            by_cat[t.category] += int(sizes[t.id])
-        return FakeBreakdown(index, int(sum(sizes[t.id] for t in live)), by_cat,
-                             list(tl.bytes_by_module(index).items())[:10], live[:10])

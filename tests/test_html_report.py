@@ -86,26 +86,29 @@ def test_figures_and_sections_present(written):
 def test_policy_table_has_one_row_per_policy_with_formatted_numbers(written):
     rep, text, parsed = written
     head, *rows = parsed.rows
-    assert head[:4] == ["policy", "peak live tensors", "device peak", "fits"]
+    assert head == ["policy", "peak live tensors", "device peak", "fits", "headroom", "max batch size",
+                    "extra compute", "codec time / step", "lossy"]
     assert [r[0] for r in rows] == ["none", "bitmap"]
-    none, bitmap = rows
-    assert none[1] == "108.00 MiB" and none[3] == "no" and none[4] == "4"
-    assert bitmap[1] == "69.00 MiB" and bitmap[3] == "yes" and bitmap[6] == "12.0 ms"
+    none, bitmap = (dict(zip(head, r)) for r in rows)
+    assert none["peak live tensors"] == "108.00 MiB" and none["fits"] == "no" and none["max batch size"] == "4"
+    assert none["headroom"] == "-8.00 MiB"
+    assert bitmap["peak live tensors"] == "71.50 MiB" and bitmap["fits"] == "yes"
+    assert bitmap["codec time / step"] == "12.0 ms" and bitmap["extra compute"] == "1.00 MFLOP"
     assert '<tr class="chosen"><td>bitmap</td>' in text
 
 
 def test_verdict_and_live_at_peak_numbers(written):
     rep, text, _ = written
     assert "<b>Fits</b> on NVIDIA Jetson Nano 4GB" in text
-    assert "headroom 31.00 MiB" in text
-    assert "69.00 MiB in 20 storages" in text  # the policy's sizes, not the traced ones
-    assert "aten.convolution_backward.default" in text
+    assert "headroom 28.50 MiB" in text
+    assert "71.50 MiB in 21 storages" in text  # the policy's sizes, not the traced ones
+    assert "op 11: <span class=\"mono\">aten.relu.default</span>" in text
 
 
 def test_a_report_that_does_not_fit_says_so(tmp_path):
     rep = FakeReport(small_trace(), tensor_budget_bytes=10 * 1024**2)
     text = html_report.write_html(rep, tmp_path / "r.html").read_text()
-    assert "<b>Does not fit</b>" in text and "over by 59.00 MiB" in text
+    assert "<b>Does not fit</b>" in text and "over by 61.50 MiB" in text
 
 
 def test_bare_trace_and_large_trace(tmp_path, monkeypatch):
