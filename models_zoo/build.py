@@ -18,6 +18,9 @@ def build(name: str, *, device: Any, weights: Any, seed: int | None, overrides: 
     entry = lookup(name)
     check_overrides(entry, overrides)
     target = _parse_device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r} asked for, but this torch build sees no CUDA device; "
+                         "use 'cpu' or 'meta'")
     if weights is not None and target.type == "meta":
         raise InputError("weights cannot be loaded on the meta device; build on 'cpu' or 'cuda' instead")
     with _seeded(seed, target), target:

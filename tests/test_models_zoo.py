@@ -125,6 +125,9 @@ def test_bad_device_and_batch_size_are_input_errors():
         models_zoo.create("small_cnn", device="gpu7")
     with pytest.raises(InputError, match="batch size"):
         models_zoo.spec("small_cnn").example_inputs(0)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA"):
+            models_zoo.create("small_cnn", device="cuda")
 
 
 def test_weights_round_trip_strictly(tmp_path):
