@@ -182,9 +182,11 @@ def replay(
             is not enough; the CPU model reports ``oom_op`` when its reserved memory would exceed it.
         max_split_size_bytes: ``max_split_size_mb`` of ``PYTORCH_CUDA_ALLOC_CONF`` in bytes (CUDA only;
             ``None`` = unlimited, PyTorch's default).
-        steps: how many times to run the sequence back to back. From the second pass on, allocations of
-            tensors still live (parameters, optimizer state: never freed in the sequence) are skipped,
-            and the allocator starts with the previous pass's cache, as in a steady-state training loop.
+        steps: how many times to run the sequence back to back, as in a training loop whose allocator
+            starts each step with the previous step's cache. Between passes, tensors allocated during the
+            step and never freed in the sequence (gradients, which ``zero_grad(set_to_none=True)`` drops)
+            are freed in allocation order; tensors allocated at the first op and never freed (parameters,
+            buffers, optimizer state) persist, and their allocations are skipped in later passes.
 
     Returns:
         :class:`AllocatorResult` (bytes).
@@ -210,8 +212,15 @@ def replay(
         else _CpuModel(capacity_bytes)
     events = events if isinstance(events, list) else list(events)
     live: dict[int, int] = {}  # tensor id -> handle (block address or size) of its live block
+    born: dict[int, tuple[int, int]] = {}  # tensor id -> (op index, bytes) of its live allocation
+    first_op = events[0][0] if events else 0
     stats = _Stats()
     for step in range(steps):
+        if step > 0:  # end of the previous step: what it made and kept is dropped before the next one
+            for tid in [t for t, (op, _) in born.items() if op != first_op]:
+                op, nbytes = born.pop(tid)
+                model.free(live.pop(tid))
+                stats.request(-nbytes)
         for op, tid, nbytes in events:
             if nbytes == 0:
                 continue  # PyTorch allocates nothing for an empty tensor
@@ -221,11 +230,13 @@ def replay(
                         continue  # still alive from the previous pass: persists across steps
                     raise InputError(f"tensor {tid} allocated twice without a free (op {op})")
                 live[tid] = model.malloc(nbytes, op)
+                born[tid] = (op, nbytes)
                 stats.request(nbytes)
             else:
                 handle = live.pop(tid, None)
                 if handle is None:
                     raise InputError(f"tensor {tid} freed without a live allocation (op {op})")
+                del born[tid]
                 model.free(handle)
                 stats.request(nbytes)
             stats.observe(model, op)

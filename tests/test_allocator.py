@@ -178,12 +178,24 @@ def test_max_split_size_oversize_block_serves_requests_within_20mib():
 # ---- steps, validation ----
 
 def test_second_step_reuses_the_cache_and_skips_persistent_tensors():
-    weights = [(0, 0, 30 * MiB)]  # never freed: persists across steps
+    weights = [(0, 0, 30 * MiB)]  # allocated at the first op, never freed: persists across steps
     step = [(1, 1, 5 * MiB), (2, 2, 700 * KiB), (3, 1, -5 * MiB), (4, 2, -700 * KiB)]
     one, two = cuda(weights + step), cuda(weights + step, steps=2)
     assert two.peak_reserved_bytes == one.peak_reserved_bytes
     assert two.n_device_allocs == one.n_device_allocs == 3
     assert two.final_allocated_bytes == 30 * MiB
+
+
+def test_tensors_made_during_a_step_and_kept_are_dropped_before_the_next_step():
+    # a "gradient" (id 1) allocated in the step and alive at its end is freed between steps (zero_grad)
+    events = [(0, 0, 4 * MiB), (1, 1, 8 * MiB), (2, 2, 6 * MiB), (3, 2, -6 * MiB)]
+    one, three = cuda(events), cuda(events, steps=3)
+    assert three.peak_requested_bytes == one.peak_requested_bytes == 18 * MiB
+    assert three.final_allocated_bytes == one.final_allocated_bytes == 12 * MiB
+    # the second step's 8 MiB request finds the freed block in the cached segment: no new segment
+    assert three.n_device_allocs == one.n_device_allocs
+    # the CPU model returns everything: no growth either
+    assert replay(events, "cpu", steps=3).peak_requested_bytes == 18 * MiB
 
 
 def test_unknown_allocator_lists_the_choices():
