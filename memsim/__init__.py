@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 # public name -> "module:attribute", resolved lazily (PEP 562)
 _LAZY = {
     "trace": "memsim.tracing:trace",
-    "Trace": "memsim.trace:Trace",
+    "Trace": "memsim.traced_step:Trace",
     "Category": "memsim.categories:Category",
     "Phase": "memsim.categories:Phase",
     "measure_sparsity": "memsim.sparsity:measure_sparsity",

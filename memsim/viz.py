@@ -1,6 +1,6 @@
 """Plotly figures of one training step: memory over the step, and what is live at the peak.
 
-Both figures accept a :class:`memsim.trace.Trace` or a simulation report (anything with ``.trace`` and
+Both figures accept a :class:`memsim.traced_step.Trace` or a simulation report (anything with ``.trace`` and
 ``.memory_curve(policy)``, i.e. :class:`memsim.simulate.Report`). Colours come from
 :mod:`memsim.categories`, so the plots, the HTML report and the CLI text agree.
 
@@ -236,7 +236,7 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
     keeps the peak exact.
 
     Args:
-        trace_or_report: a :class:`memsim.trace.Trace` or a simulation report.
+        trace_or_report: a :class:`memsim.traced_step.Trace` or a simulation report.
         max_points: most op positions drawn (at least 8).
         show_phases: shade and label the forward/loss/backward/optimizer phases.
         height: figure height in pixels.

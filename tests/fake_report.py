@@ -13,7 +13,7 @@ import numpy as np
 
 from memsim.categories import Category, Phase
 from memsim.timeline import OpRecord, TensorRecord, Timeline
-from memsim.trace import Trace
+from memsim.traced_step import Trace
 
 MiB = 1024**2
 

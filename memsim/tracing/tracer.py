@@ -10,7 +10,7 @@ from memsim.errors import InputError, MemsimError, ModelError
 from memsim.timeline import TensorRecord, Timeline
 from memsim.tracing.backends import rules_for, validate_target
 from memsim.tracing.recorder import OpFailed, Recorder, _tensors
-from memsim.trace import Trace
+from memsim.traced_step import Trace
 
 
 def _describe_failure(e: BaseException, phase: Phase, rec) -> str:
@@ -65,7 +65,7 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
         target: backend whose kernels are predicted ("cpu").
 
     Returns:
-        A :class:`memsim.trace.Trace`; ``trace(...).peak_bytes`` is the predicted peak in bytes.
+        A :class:`memsim.traced_step.Trace`; ``trace(...).peak_bytes`` is the predicted peak in bytes.
 
     Raises:
         InputError: a bad argument (unknown optimizer or target, not a module).
