@@ -1,0 +1,421 @@
+"""What-if policies: re-cost one traced step as if saved activations were stored differently.
+
+A policy never re-traces. It turns the trace's storages into *intervals* (birth, death, bytes) — splitting
+a saved activation into its dense life in the forward pass, its stored form until backward, and the dense
+copy restored for its backward node — and reports its price next to its peak.
+
+Policies (:class:`Policy`):
+
+=============  ========  =========================================================================
+policy         lossless  what changes
+=============  ========  =========================================================================
+none           yes       nothing: the step as traced
+bitmap         yes       the paper: a saved activation is stored as sparse bitmap + non-zeros when the
+                         codec makes it smaller
+bitmap+mask    yes       bitmap, plus: a tensor saved only for a mask (ReLU, Hardtanh/ReLU6, Dropout
+                         backward) is stored as 1 bit per element; MaxPool indices in the narrowest
+                         integer type that holds the input plane
+fp16 / bf16    NO        saved float32 activations stored in half precision (changes gradients)
+checkpoint     yes       activation checkpointing per block: a block keeps only its input; its
+                         activations are recomputed in backward (one extra forward of each block)
+=============  ========  =========================================================================
+
+Example:
+    >>> costed = apply_policy(trace, "bitmap", sparsity=0.5)       # doctest: +SKIP
+    >>> costed.peak_bytes < trace.peak_bytes
+    True
+
+Known limitations: a restored dense copy is modelled alive from the first to the last backward op that
+reads the storage (two saving nodes far apart are counted as one long copy, an over-estimate); the stored
+form is modelled alive from the storage's birth (pack happens at the op that saves it, usually the birth op
+or the next one).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+
+import numpy as np
+
+from memsim.categories import Category, Phase
+from memsim.errors import InputError
+from memsim.timeline import _interval_sum
+from memsim.traced_step import Trace
+
+
+class Policy(str, Enum):
+    """How saved activations are stored; see the module docstring for each member."""
+
+    NONE = "none"
+    BITMAP = "bitmap"
+    BITMAP_MASK = "bitmap+mask"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    CHECKPOINT = "checkpoint"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def lossless(self) -> bool:
+        return self not in (Policy.FP16, Policy.BF16)
+
+
+POLICY_DESCRIPTIONS = {
+    Policy.NONE: "as traced",
+    Policy.BITMAP: "sparse bitmap codec on saved activations (lossless)",
+    Policy.BITMAP_MASK: "bitmap + 1-bit masks for ReLU/Dropout + narrow MaxPool indices (lossless)",
+    Policy.FP16: "saved float32 activations stored as float16 (LOSSY)",
+    Policy.BF16: "saved float32 activations stored as bfloat16 (LOSSY)",
+    Policy.CHECKPOINT: "recompute each block's activations in backward (extra FLOPs)",
+}
+
+
+def parse_policies(value: str | Policy | list) -> list[Policy]:
+    """Policies from user input: one name, ``"all"``, a comma-separated string or a list.
+
+    >>> parse_policies("none,bitmap")
+    [<Policy.NONE: 'none'>, <Policy.BITMAP: 'bitmap'>]
+    """
+    if isinstance(value, Policy):
+        return [value]
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out: list[Policy] = []
+    for item in items:
+        name = str(item).strip().lower()
+        if name == "all":
+            out.extend(p for p in Policy if p not in out)
+            continue
+        try:
+            p = Policy(name)
+        except ValueError:
+            valid = ", ".join([p.value for p in Policy] + ["all"])
+            raise InputError(f"unknown policy {item!r}; valid policies: {valid}") from None
+        if p not in out:
+            out.append(p)
+    if not out:
+        raise InputError("no policy given; valid policies: " + ", ".join(p.value for p in Policy))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sparsity: which fraction of a saved activation's elements are zero.
+
+# Autograd nodes whose saved tensor is only consulted as a mask (x > 0, lo < x < hi, dropout keep-mask).
+MASK_ONLY_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "NativeDropoutBackward0",
+                   "Relu6Backward0", "LeakyReluBackward0"}
+# Nodes saving the output of an op that creates zeros: the float sparsity applies to these tensors.
+SPARSE_PRODUCER_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "Relu6Backward0",
+                         "NativeDropoutBackward0", "MulBackward0"}
+SPARSE_PRODUCER_OPS = ("relu", "threshold", "hardtanh", "relu6", "dropout")
+
+_ITEMSIZE = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "double": 8,
+             "int8": 1, "uint8": 1, "bool": 1, "int16": 2, "int32": 4, "int64": 8, "long": 8,
+             "complex64": 8, "complex128": 16}
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a dtype name ("float32" → 4); unknown dtypes count as 4."""
+    return _ITEMSIZE.get(str(dtype).replace("torch.", ""), 4)
+
+
+class SparsityModel:
+    """Zero fraction of each saved activation of a trace.
+
+    Built from a float (applied to activations produced by zero-creating ops: ReLU family and Dropout;
+    others are taken as dense), a dict ``{module path prefix: fraction}`` (longest prefix wins, same
+    producer rule), or a :class:`memsim.sparsity.MeasuredSparsity` (per module and op, measured on real data).
+    """
+
+    def __init__(self, value=None):
+        self.value = value
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float, dict))
+                                       and not hasattr(value, "lookup")):
+            raise InputError(f"bad sparsity {value!r}: expected a fraction in [0, 1], a dict "
+                             "{module prefix: fraction} or the result of memsim.measure_sparsity")
+        if isinstance(value, (int, float)):
+            _check_fraction(value)
+        if isinstance(value, dict):
+            for k, v in value.items():
+                _check_fraction(v, where=f" for module {k!r}")
+
+    @property
+    def label(self) -> str:
+        if self.value is None:
+            return "none"
+        if isinstance(self.value, (int, float)):
+            return f"{float(self.value):g}"
+        if isinstance(self.value, dict):
+            return "per-module"
+        return "measured"
+
+    def of(self, trace: Trace, t) -> float:
+        """Zero fraction assumed for TensorRecord ``t`` of ``trace``."""
+        v = self.value
+        if v is None:
+            return 0.0
+        if hasattr(v, "lookup"):
+            return float(v.lookup(t.module, t.op, _saving_node_names(trace, t)))
+        if not _is_sparse_producer(trace, t):
+            return 0.0
+        if isinstance(v, dict):
+            best, frac = -1, 0.0
+            for prefix, f in v.items():
+                if (t.module == prefix or t.module.startswith(prefix + ".") or prefix == "") and len(prefix) > best:
+                    best, frac = len(prefix), float(f)
+            return frac
+        return float(v)
+
+
+def _check_fraction(v, where: str = "") -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= float(v) <= 1.0:
+        raise InputError(f"bad sparsity {v!r}{where}: must be a number between 0 and 1")
+
+
+def _saving_node_names(trace: Trace, t) -> list[str]:
+    g = trace.graph
+    return [str(g.nodes[n].get("name", "")) for n in t.saved_by if n in g.nodes]
+
+
+def _is_sparse_producer(trace: Trace, t) -> bool:
+    if any(name in SPARSE_PRODUCER_NODES and name != "MulBackward0" for name in _saving_node_names(trace, t)):
+        return True
+    return any(k in t.op for k in SPARSE_PRODUCER_OPS)
+
+
+@lru_cache(maxsize=65536)
+def compressed_size(numel: int, dtype: str, sparsity: float) -> int:
+    """Bytes of the codec's encoding of ``numel`` elements at this zero fraction (measured by the native
+    codec's size curve, cached per (numel, dtype, sparsity))."""
+    from memsim import codec
+
+    return int(codec.size_curve((int(numel),), dtype, [float(sparsity)])[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Costed timeline: the intervals a policy leaves.
+
+
+@dataclass
+class CostedTimeline:
+    """Storages after a policy, as intervals over the trace's ops (arrays of equal length).
+
+    ``source`` is the TensorRecord id each interval comes from; ``extra_flops`` the recomputation a policy
+    adds; ``codec_bytes`` the dense bytes it encodes (each is decoded once in backward).
+    """
+
+    policy: Policy
+    n_ops: int
+    birth: np.ndarray
+    death: np.ndarray
+    nbytes: np.ndarray
+    category: np.ndarray  # index into list(Category)
+    source: np.ndarray
+    extra_flops: int = 0
+    codec_bytes: int = 0
+    converted_bytes: int = 0  # dense bytes cast to half precision (fp16/bf16)
+    notes: list[str] = field(default_factory=list)
+
+    def memory_curve(self) -> np.ndarray:
+        """Live bytes at each op under this policy."""
+        return _interval_sum(self.n_ops, self.birth, self.death, self.nbytes)
+
+    def category_curves(self) -> dict[Category, np.ndarray]:
+        out = {}
+        for i, c in enumerate(Category):
+            m = self.category == i
+            if m.any():
+                out[c] = _interval_sum(self.n_ops, self.birth[m], self.death[m], self.nbytes[m])
+        return out
+
+    @property
+    def peak_index(self) -> int:
+        curve = self.memory_curve()
+        return int(np.argmax(curve)) if len(curve) else 0
+
+    @property
+    def peak_bytes(self) -> int:
+        curve = self.memory_curve()
+        return int(curve.max()) if len(curve) else 0
+
+    def live_at(self, index: int) -> list[tuple[int, int, Category]]:
+        """``(tensor id, bytes, category)`` of intervals alive at op ``index``, largest first."""
+        m = np.nonzero((self.birth <= index) & (self.death >= index))[0]
+        cats = list(Category)
+        rows = [(int(self.source[i]), int(self.nbytes[i]), cats[int(self.category[i])]) for i in m]
+        return sorted(rows, key=lambda r: -r[1])
+
+    def allocation_events(self) -> list[tuple[int, int, int]]:
+        """``(op, interval id, ±bytes)`` in allocator order (allocations of an op, then its frees)."""
+        order_alloc = np.lexsort((np.arange(len(self.birth)), self.birth))
+        order_free = np.lexsort((np.arange(len(self.death)), self.death))
+        events = []
+        ia = iff = 0
+        last = self.n_ops - 1
+        n = len(self.birth)
+        for op in range(self.n_ops):
+            while ia < n and self.birth[order_alloc[ia]] == op:
+                k = int(order_alloc[ia])
+                events.append((op, k, int(self.nbytes[k])))
+                ia += 1
+            while iff < n and self.death[order_free[iff]] == op:
+                k = int(order_free[iff])
+                if op < last:
+                    events.append((op, k, -int(self.nbytes[k])))
+                iff += 1
+        return events
+
+
+def dense_sizes(trace: Trace, batch_size: int | None = None) -> np.ndarray:
+    """Bytes of every storage at ``batch_size`` (the traced batch when None; needs scaling otherwise)."""
+    tl = trace.timeline
+    sizes = np.fromiter((t.nbytes for t in tl.tensors), dtype=np.int64, count=len(tl.tensors))
+    if batch_size is None or batch_size == trace.batch_size:
+        return sizes
+    if any(t.per_sample_bytes is None for t in tl.tensors):
+        raise InputError("this trace was made at one batch size; trace two batch sizes "
+                         "(Trace.attach_scaling) to simulate another batch size")
+    slope = np.fromiter((t.per_sample_bytes for t in tl.tensors), dtype=np.int64, count=len(tl.tensors))
+    return np.maximum(sizes + slope * (batch_size - trace.batch_size), 0)
+
+
+def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: int | None = None) -> CostedTimeline:
+    """Intervals and price of one policy on ``trace`` (optionally scaled to ``batch_size``)."""
+    policy = parse_policies(policy)[0] if not isinstance(policy, Policy) else policy
+    model = sparsity if isinstance(sparsity, SparsityModel) else SparsityModel(sparsity)
+    tl = trace.timeline
+    sizes = dense_sizes(trace, batch_size)
+    cat_index = {c: i for i, c in enumerate(Category)}
+    phases = np.array([Phase(o.phase) in (Phase.FORWARD, Phase.LOSS) for o in tl.ops], dtype=bool)
+
+    births, deaths, nbytes, cats, sources = [], [], [], [], []
+
+    def add(b, d, n, c, s):
+        if n > 0 and d >= b:
+            births.append(b); deaths.append(d); nbytes.append(int(n)); cats.append(cat_index[c]); sources.append(s)
+
+    out = CostedTimeline(policy, tl.n_ops, *(np.zeros(0, np.int64) for _ in range(5)))
+    blocks = _checkpoint_blocks(trace) if policy is Policy.CHECKPOINT else {}
+    recompute_start: dict[str, int] = {}
+    if blocks:
+        for t in tl.tensors:
+            b = blocks.get(t.id)
+            if b is not None:
+                bwd = [u for u in t.uses if not phases[u]]
+                if bwd:
+                    recompute_start[b] = min(recompute_start.get(b, tl.n_ops), min(bwd))
+
+    for t in tl.tensors:
+        n = int(sizes[t.id])
+        cat = Category(t.category)
+        stored = _stored_form(trace, t, n, policy, model, blocks) if cat is Category.ACTIVATION else None
+        if stored is None:
+            add(t.birth, t.death, n, cat, t.id)
+            continue
+        kind, stored_bytes = stored
+        fwd_uses = [u for u in t.uses if phases[u]]
+        bwd_uses = [u for u in t.uses if not phases[u]]
+        fwd_end = max([t.birth, *fwd_uses])
+        add(t.birth, fwd_end, n, cat, t.id)  # dense while the forward pass still reads it
+        if kind == "recompute":
+            start = recompute_start.get(blocks[t.id], min(bwd_uses) if bwd_uses else t.death)
+            add(start, t.death, n, cat, t.id)
+            continue
+        add(t.birth, t.death, stored_bytes, cat, t.id)  # packed form until its node is freed
+        if bwd_uses:
+            add(min(bwd_uses), max(bwd_uses), n, cat, t.id)  # dense copy restored for backward
+        if kind == "codec":
+            out.codec_bytes += n
+        elif kind == "cast":
+            out.converted_bytes += n
+
+    if policy is Policy.CHECKPOINT:
+        out.extra_flops = sum(o.flops for o in tl.ops
+                              if Phase(o.phase) is Phase.FORWARD and _block_of(o.module, set(blocks.values())))
+        out.notes.append(f"{len(set(blocks.values()))} checkpointed blocks")
+
+    out.birth = np.asarray(births, dtype=np.int64)
+    out.death = np.asarray(deaths, dtype=np.int64)
+    out.nbytes = np.asarray(nbytes, dtype=np.int64)
+    out.category = np.asarray(cats, dtype=np.int64)
+    out.source = np.asarray(sources, dtype=np.int64)
+    return out
+
+
+def _stored_form(trace, t, n, policy, model, blocks):
+    """``(kind, bytes)`` for how policy stores saved activation ``t`` of dense size ``n``, or None."""
+    if policy is Policy.NONE or n == 0:
+        return None
+    if policy is Policy.CHECKPOINT:
+        return ("recompute", 0) if t.id in blocks else None
+    if policy in (Policy.FP16, Policy.BF16):
+        return ("cast", n // 2) if t.dtype == "float32" else None
+    numel = n // itemsize(t.dtype)
+    options = []
+    if policy is Policy.BITMAP_MASK:
+        names = _saving_node_names(trace, t)
+        if names and all(nm in MASK_ONLY_NODES for nm in names):
+            options.append(("mask", math.ceil(numel / 8) + 64))
+        if t.dtype == "int64" and any(nm.startswith("MaxPool") for nm in names):
+            options.append(("narrow", numel * _index_width(trace, t)))
+    s = model.of(trace, t)
+    if s > 0.0 or policy in (Policy.BITMAP, Policy.BITMAP_MASK):
+        options.append(("codec", compressed_size(numel, t.dtype, round(s, 4))))
+    options = [o for o in options if o[1] < n]
+    return min(options, key=lambda o: o[1]) if options else None
+
+
+def _index_width(trace: Trace, t) -> int:
+    """Bytes per MaxPool index when stored in the narrowest integer type holding the input plane size."""
+    g = trace.graph
+    plane = None
+    for node in t.saved_by:
+        for other in g.nodes[node].get("saved", []) if node in g.nodes else []:
+            o = trace.timeline.tensors[other]
+            if o.id != t.id and o.dtype != "int64" and len(o.shape) >= 2:
+                plane = int(np.prod(o.shape[-2:]))
+    if plane is None:
+        return 4
+    return 1 if plane <= 256 else 2 if plane <= 65536 else 4
+
+
+def _block_of(module: str, blocks: set[str]) -> str | None:
+    for b in blocks:
+        if module == b or module.startswith(b + "."):
+            return b
+    return None
+
+
+def _checkpoint_blocks(trace: Trace) -> dict[int, str]:
+    """Activation id → block path, with blocks at the module depth whose count is closest to
+    sqrt(#saved activations) (the classic sqrt(n) checkpointing trade-off)."""
+    acts = [t for t in trace.timeline.tensors if Category(t.category) is Category.ACTIVATION and t.module]
+    if not acts:
+        return {}
+    target = math.sqrt(len(acts))
+    best = None
+    for depth in range(1, 1 + max(len(t.module.split(".")) for t in acts)):
+        groups = {".".join(t.module.split(".")[:depth]) for t in acts}
+        score = abs(len(groups) - target)
+        if len(groups) >= 2 and (best is None or score < best[0]):
+            best = (score, depth)
+    if best is None:
+        return {}
+    depth = best[1]
+    out = {}
+    for t in acts:
+        parts = t.module.split(".")
+        if len(parts) >= depth:
+            out[t.id] = ".".join(parts[:depth])
+    # A block's output is the next block's checkpointed input: it stays stored.
+    ops = trace.timeline.ops
+    for t in acts:
+        b = out.get(t.id)
+        if b is not None and any(Phase(ops[u].phase) is Phase.FORWARD and _block_of(ops[u].module, {b}) is None
+                                 for u in t.uses):
+            del out[t.id]
+    # The last block's activations are needed right away by backward: checkpointing it only costs FLOPs.
+    last = max(out.values(), key=lambda b: max(t.birth for t in acts if out.get(t.id) == b), default=None)
+    return {k: v for k, v in out.items() if v != last}

@@ -1,0 +1,279 @@
+"""Replay a traced step on a device under one or more policies → :class:`Report`.
+
+The device's share: the allocator model rounds and caches the step's allocations
+(``memsim.allocator.replay``), the runtime (CUDA context or a Python process with torch imported) and the
+OS take their part, and what is left is compared with the device's memory.
+
+``device_peak_bytes = allocator reserved peak + runtime bytes + OS reserve``;
+``fits = device_peak_bytes <= budget_bytes * (1 - margin)`` with ``budget_bytes`` the device's memory.
+
+Example:
+    >>> rep = simulate(trace, device="jetson-nano", policy="bitmap", sparsity=0.5)   # doctest: +SKIP
+    >>> rep.fits, rep.max_batch_size
+    (True, 48)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from memsim import allocator as allocator_model
+from memsim import devices
+from memsim.categories import Category
+from memsim.errors import InputError
+from memsim.policies import CostedTimeline, Policy, SparsityModel, apply_policy, parse_policies
+from memsim.traced_step import Breakdown, Trace
+
+# The codec runs at about 0.6x a memcpy (memsim bench codec) and a memcpy moves each byte twice (read +
+# write), so it processes dense bytes at ~0.3x the memory bandwidth; on a board the estimate scales with it.
+CODEC_BANDWIDTH_FRACTION = 0.3
+MAX_BATCH_LIMIT = 1 << 16
+
+
+@dataclass
+class PolicyResult:
+    """Peak and price of one policy.
+
+    Attributes (bytes unless stated): peak_bytes (live tensors), allocated_bytes / reserved_bytes (the
+    allocator model's peaks), device_peak_bytes (reserved + runtime + OS), fits, headroom_bytes (budget
+    minus device peak; negative when it does not fit), max_batch_size (None when the trace has no batch
+    scaling), extra_flops (recomputation), codec_seconds (estimated encode + decode time on the device),
+    lossy.
+    """
+
+    policy: Policy
+    costed: CostedTimeline
+    peak_bytes: int
+    allocated_bytes: int
+    reserved_bytes: int
+    device_peak_bytes: int
+    fits: bool
+    headroom_bytes: int
+    max_batch_size: int | None
+    extra_flops: int
+    codec_seconds: float
+    lossy: bool
+
+    def row(self) -> dict:
+        return {
+            "policy": str(self.policy),
+            "peak_bytes": self.peak_bytes,
+            "device_peak_bytes": self.device_peak_bytes,
+            "fits": self.fits,
+            "headroom_bytes": self.headroom_bytes,
+            "max_batch_size": self.max_batch_size,
+            "extra_flops": self.extra_flops,
+            "codec_seconds": round(self.codec_seconds, 6),
+            "lossy": self.lossy,
+        }
+
+
+@dataclass
+class Report:
+    """What :func:`simulate` found: the first policy's figures as attributes, every policy in ``results``."""
+
+    trace: Trace
+    device: "devices.Device"
+    policy: str
+    results: dict[str, PolicyResult]
+    batch_size: int | None
+    margin: float = 0.0
+    sparsity: str = "none"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def main(self) -> PolicyResult:
+        return self.results[self.policy]
+
+    @property
+    def policies(self) -> list[str]:
+        return list(self.results)
+
+    peak_bytes = property(lambda self: self.main.peak_bytes, doc="Peak live tensor bytes under the policy.")
+    device_peak_bytes = property(lambda self: self.main.device_peak_bytes,
+                                 doc="Peak bytes the device needs: allocator reserved + runtime + OS.")
+    fits = property(lambda self: self.main.fits, doc="device_peak_bytes <= budget_bytes * (1 - margin).")
+    headroom_bytes = property(lambda self: self.main.headroom_bytes, doc="budget − device peak (bytes).")
+    max_batch_size = property(lambda self: self.main.max_batch_size,
+                              doc="Largest batch that fits under the policy (None without batch scaling).")
+
+    @property
+    def budget_bytes(self) -> int:
+        """The device's memory (bytes): its RAM, or the ``--budget`` given."""
+        return int(self.device.total_bytes)
+
+    @property
+    def usable_bytes(self) -> int:
+        """The budget after the margin (bytes)."""
+        return int(self.budget_bytes * (1.0 - self.margin))
+
+    @property
+    def tensor_budget_bytes(self) -> int:
+        """Live-tensor bytes that fit under the budget once runtime, OS and the allocator's overhead at the
+        peak are taken off (the budget line on tensor-byte plots)."""
+        main = self.main
+        overhead = main.device_peak_bytes - main.peak_bytes
+        return int(self.usable_bytes - overhead)
+
+    def memory_curve(self, policy: str | None = None) -> np.ndarray:
+        """Live tensor bytes per op under ``policy`` (default: the report's; "none" for the baseline)."""
+        return self._result(policy).costed.memory_curve()
+
+    def category_curves(self, policy: str | None = None) -> dict[Category, np.ndarray]:
+        return self._result(policy).costed.category_curves()
+
+    def _result(self, policy):
+        key = self.policy if policy is None else str(policy)
+        if key not in self.results:
+            if key == "none":
+                return _evaluate(self.trace, self.device, Policy.NONE, None, self.margin, self.batch_size, False)
+            raise InputError(f"policy {key!r} was not simulated; simulated: {', '.join(self.results)}")
+        return self.results[key]
+
+    @property
+    def breakdown(self) -> Breakdown:
+        """What is alive at the peak under the report's policy (bytes per category, modules, tensors)."""
+        costed = self.main.costed
+        index = costed.peak_index
+        rows = costed.live_at(index)
+        tensors = self.trace.timeline.tensors
+        by_cat = {c: 0 for c in Category}
+        by_module: dict[str, int] = {}
+        per_tensor: dict[int, int] = {}
+        for tid, nbytes, cat in rows:
+            by_cat[cat] += nbytes
+            mod = tensors[tid].module or "(none)"
+            by_module[mod] = by_module.get(mod, 0) + nbytes
+            per_tensor[tid] = per_tensor.get(tid, 0) + nbytes
+        top = sorted(per_tensor.items(), key=lambda kv: -kv[1])[:10]
+        import dataclasses
+
+        top_tensors = [dataclasses.replace(tensors[tid], nbytes=nb) for tid, nb in top]
+        return Breakdown(index=index, total_bytes=sum(r[1] for r in rows), by_category=by_cat,
+                         top_modules=sorted(by_module.items(), key=lambda kv: -kv[1])[:10], top_tensors=top_tensors)
+
+    def table_rows(self) -> list[dict]:
+        """One dict per policy: policy, peak_bytes, device_peak_bytes, fits, headroom_bytes, max_batch_size,
+        extra_flops, codec_seconds, lossy."""
+        return [r.row() for r in self.results.values()]
+
+    def figure(self, **kwargs):
+        """Plotly figure of memory over the step (see :func:`memsim.viz.timeline_figure`)."""
+        from memsim import viz
+
+        return viz.timeline_figure(self, **kwargs)
+
+    def to_dict(self) -> dict:
+        """The stable JSON form (documented in README)."""
+        bd = self.breakdown
+        meta = self.trace.meta
+        return {
+            "model": meta.get("model"),
+            "batch_size": self.batch_size,
+            "optimizer": meta.get("optimizer"),
+            "device": self.device.name,
+            "policy": self.policy,
+            "sparsity": self.sparsity,
+            "peak_bytes": self.peak_bytes,
+            "device_peak_bytes": self.device_peak_bytes,
+            "budget_bytes": self.budget_bytes,
+            "margin": self.margin,
+            "fits": self.fits,
+            "headroom_bytes": self.headroom_bytes,
+            "max_batch_size": self.max_batch_size,
+            "breakdown": {str(c): b for c, b in bd.by_category.items()},
+            "top_modules": [{"module": m, "bytes": b} for m, b in bd.top_modules],
+            "top_tensors": [{"name": t.name or t.op, "module": t.module, "category": str(t.category),
+                             "shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes} for t in bd.top_tensors],
+            "policies": self.table_rows(),
+        }
+
+
+def resolve_device(device) -> "devices.Device":
+    """A Device from a catalog name, a Device, or None (no device: an unlimited budget is not useful, so
+    None means the host's own memory)."""
+    if device is None:
+        return devices.get("host") if "host" in devices.names() else devices.from_budget(_host_memory_bytes())
+    if isinstance(device, str):
+        return devices.get(device)
+    return device
+
+
+def _host_memory_bytes() -> int:
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def simulate(trace: Trace, device="jetson-nano", policy="none", sparsity=None, *, margin: float = 0.0,
+             batch_size: int | None = None, max_batch: bool = True) -> Report:
+    """Predict one training step of ``trace`` on ``device`` under ``policy``.
+
+    Args:
+        trace: from :func:`memsim.trace` or :meth:`memsim.Trace.load`.
+        device: catalog name (``memsim devices``), a :class:`memsim.devices.Device`, or None for this host.
+        policy: a :class:`memsim.policies.Policy` name, ``"all"``, or a list; the first is the report's.
+        sparsity: zero fraction of sparse activations (float), ``{module prefix: fraction}``, or the result
+            of :func:`memsim.measure_sparsity`; None = dense (the codec then only gains on exact zeros).
+        margin: fraction of the budget kept free (0.1 = fit within 90%).
+        batch_size: simulate another batch size (needs a trace with batch scaling).
+        max_batch: search the largest batch that fits per policy (when the trace has batch scaling).
+
+    Returns: a :class:`Report`; sizes in bytes.
+    """
+    if not isinstance(trace, Trace):
+        raise InputError(f"simulate needs a memsim.Trace, got {type(trace).__name__}")
+    if not 0.0 <= float(margin) < 1.0:
+        raise InputError(f"bad margin {margin!r}: must be in [0, 1)")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
+        raise InputError(f"bad batch size {batch_size!r}: must be a positive integer")
+    dev = resolve_device(device)
+    policies = parse_policies(policy)
+    model = SparsityModel(sparsity)
+    can_scale = all(t.per_sample_bytes is not None for t in trace.timeline.tensors) and trace.batch_size
+    results = {}
+    for p in policies:
+        results[str(p)] = _evaluate(trace, dev, p, model, margin, batch_size, max_batch and bool(can_scale))
+    return Report(trace=trace, device=dev, policy=str(policies[0]), results=results,
+                  batch_size=batch_size or trace.batch_size, margin=float(margin), sparsity=model.label)
+
+
+def _device_cost(costed: CostedTimeline, dev) -> tuple[int, int, int]:
+    """(allocated peak, reserved peak, device peak) in bytes for a costed timeline on ``dev``."""
+    res = allocator_model.replay(costed.allocation_events(), dev.allocator)
+    device_peak = int(res.peak_reserved_bytes) + int(dev.runtime_bytes) + int(dev.os_reserved_bytes)
+    return int(res.peak_allocated_bytes), int(res.peak_reserved_bytes), device_peak
+
+
+def _evaluate(trace, dev, policy, model, margin, batch_size, search) -> PolicyResult:
+    costed = apply_policy(trace, policy, model, batch_size)
+    allocated, reserved, device_peak = _device_cost(costed, dev)
+    usable = int(dev.total_bytes * (1.0 - margin))
+    bandwidth = float(getattr(dev, "bandwidth_bytes_per_s", 0) or 0)
+    codec_seconds = 2 * costed.codec_bytes / (CODEC_BANDWIDTH_FRACTION * bandwidth) if bandwidth else 0.0
+    best = _max_batch(trace, dev, policy, model, usable) if search else None
+    return PolicyResult(policy=policy, costed=costed, peak_bytes=costed.peak_bytes, allocated_bytes=allocated,
+                        reserved_bytes=reserved, device_peak_bytes=device_peak, fits=device_peak <= usable,
+                        headroom_bytes=usable - device_peak, max_batch_size=best,
+                        extra_flops=int(costed.extra_flops), codec_seconds=codec_seconds,
+                        lossy=not policy.lossless)
+
+
+def _max_batch(trace, dev, policy, model, usable) -> int:
+    """Largest batch size whose device peak fits in ``usable`` bytes (0 when even batch 1 does not)."""
+
+    def fits(b: int) -> bool:
+        return _device_cost(apply_policy(trace, policy, model, b), dev)[2] <= usable
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, max(2, int(trace.batch_size or 1))
+    while hi <= MAX_BATCH_LIMIT and fits(hi):
+        lo, hi = hi, hi * 2
+    if hi > MAX_BATCH_LIMIT:
+        return lo
+    while hi - lo > 1:  # invariant: fits(lo), not fits(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
