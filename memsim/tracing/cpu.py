@@ -1,12 +1,162 @@
 """CPU backend rules: memory the real CPU kernels allocate that the fake kernels do not show.
 
-Filled in from profiler measurements (see tests/test_tracing_fidelity.py).
+Each rule was derived from ``torch.profiler`` allocation events of the real kernels (torch 2.13, x86-64 with
+oneDNN; measured with the scripts behind ``tests/test_tracing_fidelity.py``). A rule adds
+``Category.WORKSPACE`` records with ``birth == death`` = the op, sized so that the op's live bytes (its
+inputs, its outputs and the workspace) equal the largest live bytes the real kernel reaches inside the op.
+
+oneDNN convolution (``aten.convolution`` / ``aten.convolution_backward`` on 4-D fp32 NCHW tensors, when
+ATen picks oneDNN — see :func:`uses_mkldnn_conv`): oneDNN computes in blocked layouts with channels padded
+to a multiple of 8 (``nChw8c``), so each call reorders its operands into scratch buffers and the result back:
+
+* forward: input reorder ``Xr`` (when IC >= 8), weight reorder ``Wr``, blocked output ``Yb``; then the
+  plain output is allocated while ``Yb`` is alive. Extra over the output: ``max(Xr + Wr + Yb - Y, Yb)``.
+* backward data: grad-output reorder ``Gr``, ``Wr``, blocked grad-input ``dXb``; then ``dXb + dX``.
+* backward weights: ``dX + Gr + Xr + dWb + dBb``; then ``dX + dWb + dBb + dB + dW``.
+  Extra over the outputs ``dX + dW + dB`` is the largest of those phases minus the outputs.
+* a non-contiguous grad-output is first copied to a contiguous one (alive during the whole op).
+
+oneDNN LSTM (``aten.mkldnn_rnn_layer`` and its backward): the fake kernel returns an empty workspace tensor,
+the real one a oneDNN workspace (saved for backward) plus scratch; their sizes come from oneDNN's internal
+layout, so they are *probed*: the real kernel runs once on zeros of the same shapes under the profiler
+(cached per shape; a long layer is probed at batch 1 and 2 and extrapolated linearly in the batch).
 """
 from __future__ import annotations
 
+import math
+
+#: oneDNN blocks channels by 8 for fp32 on this backend (measured: 2 → 8, 12 → 16, 20 → 24 channels).
+CHANNEL_BLOCK = 8
+#: Largest real tensor bytes a probe may allocate before it falls back to batch extrapolation.
+PROBE_LIMIT_BYTES = 32 << 20
+
+
+def _pad(c: int) -> int:
+    return int(math.ceil(c / CHANNEL_BLOCK) * CHANNEL_BLOCK)
+
+
+def uses_mkldnn_conv(x, w, stride, dilation, transposed: bool, groups: int) -> bool:
+    """Whether ATen's CPU convolution picks oneDNN for these operands (mirrors ``ConvParams::use_mkldnn``
+    for fp32 tensors), and the tensors are ones this rule models (4-D, NCHW-contiguous, not transposed)."""
+    import torch
+
+    if not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
+        return False
+    if x.dtype != torch.float32 or x.dim() != 4 or transposed or not x.is_contiguous():
+        return False
+    strided = any(s != 1 for s in stride)
+    dilated = any(d != 1 for d in dilation)
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[-2], w.shape[-1]
+    if not (strided or dilated or n >= 16 or kw != 1 or kh != 1 or torch.get_num_threads() > 1):
+        return False
+    return groups > 1 or (kw > 3 and kh > 3) or n > 1 or n * c * h * wd > 20480
+
+
+def _conv_forward_extra(x, w, y, groups: int) -> int:
+    n, ic = x.shape[0], x.shape[1]
+    oc = w.shape[0]
+    item = x.element_size()
+    k = w.shape[2] * w.shape[3]
+    x_r = n * _pad(ic) * x.shape[2] * x.shape[3] * item if ic >= CHANNEL_BLOCK else 0
+    w_r = _weight_reorder_bytes(w, ic, oc, k, groups, item)
+    y_b = n * _pad(oc) * y.shape[2] * y.shape[3] * item
+    y_bytes = y.numel() * item
+    return max(x_r + w_r + y_b - y_bytes, y_b)
+
+
+def _weight_reorder_bytes(w, ic: int, oc: int, k: int, groups: int, item: int) -> int:
+    if groups > 1:
+        return w.numel() * item
+    if ic < CHANNEL_BLOCK:
+        return oc * ic * k * item
+    return _pad(oc) * _pad(ic) * k * item
+
+
+def _conv_backward_extra(g, x, w, mask, groups: int) -> int:
+    n, ic, h, wd = x.shape
+    oc = w.shape[0]
+    item = x.element_size()
+    k = w.shape[2] * w.shape[3]
+    oh, ow = g.shape[2], g.shape[3]
+    g_copy = 0 if g.is_contiguous() else g.numel() * item
+    g_r = n * _pad(oc) * oh * ow * item
+    w_r = _weight_reorder_bytes(w, ic, oc, k, groups, item)
+    dx = x.numel() * item if mask[0] else 0
+    dx_b = n * _pad(ic) * h * wd * item if mask[0] else 0
+    dw = w.numel() * item if mask[1] else 0
+    db = oc * item if mask[2] else 0
+    x_r = n * _pad(ic) * h * wd * item if ic >= CHANNEL_BLOCK else 0
+    phases = [0]
+    if mask[0]:
+        phases += [g_r + w_r + dx_b, dx_b + dx]
+    if mask[1]:
+        dw_b = w_r if ic >= CHANNEL_BLOCK or groups > 1 else dw
+        phases += [dx + g_r + x_r + dw_b + db, dx + dw_b + db + db + dw]
+    return max(max(phases) - (dx + dw + db), 0) + g_copy
+
 
 class CpuRules:
-    """Workspace rules for PyTorch's CPU kernels."""
+    """Hidden allocations of PyTorch's CPU kernels (see the module docstring)."""
+
+    def __init__(self):
+        import torch
+
+        aten = torch.ops.aten
+        self._handlers = {
+            aten.convolution.default: self._conv,
+            aten.convolution_backward.default: self._conv_backward,
+            aten.mkldnn_rnn_layer.default: self._rnn_forward,
+            aten.mkldnn_rnn_layer_backward.default: self._rnn_backward,
+        }
+        self._rnn_cache: dict = {}
 
     def on_op(self, recorder, index, func, args, kwargs, out) -> None:
-        return None
+        handler = self._handlers.get(func)
+        if handler is not None:
+            handler(recorder, index, args, kwargs, out)
+
+    # ---- oneDNN convolution ----
+    def _conv(self, rec, index, args, kwargs, out) -> None:
+        x, w = args[0], args[1]
+        stride, padding, dilation, transposed, _, groups = args[3:9]
+        if uses_mkldnn_conv(x, w, stride, dilation, transposed, groups):
+            extra = _conv_forward_extra(x, w, out, groups)
+            if extra > 0:
+                rec.add_workspace(extra, index, "onednn_conv_fwd", rec.ops[index].module)
+
+    def _conv_backward(self, rec, index, args, kwargs, out) -> None:
+        g, x, w = args[0], args[1], args[2]
+        stride, padding, dilation, transposed, _, groups, mask = args[4:11]
+        if uses_mkldnn_conv(x, w, stride, dilation, transposed, groups):
+            extra = _conv_backward_extra(g, x, w, mask, groups)
+            if extra > 0:
+                rec.add_workspace(extra, index, "onednn_conv_bwd", rec.ops[index].module)
+
+    # ---- oneDNN LSTM ----
+    def _rnn_key(self, inp, weights, hidden_size, bidirectional, batch_first):
+        return (tuple(inp.shape), str(inp.dtype), tuple(tuple(w.shape) for w in weights), int(hidden_size),
+                bool(bidirectional), bool(batch_first))
+
+    def _rnn_forward(self, rec, index, args, kwargs, out) -> None:
+        from memsim.tracing.probe import probe_mkldnn_rnn_layer
+
+        inp, weights = args[0], args[1:5]
+        hidden_size, bidirectional, batch_first, train = args[10], args[13], args[14], args[15]
+        key = self._rnn_key(inp, weights, hidden_size, bidirectional, batch_first)
+        if key not in self._rnn_cache:
+            self._rnn_cache[key] = probe_mkldnn_rnn_layer(args, PROBE_LIMIT_BYTES)
+        ws_bytes, fwd_extra, _ = self._rnn_cache[key]
+        if train and len(out) > 3:
+            i = rec.index_of(out[3])
+            if i is not None:
+                rec.entries[i].nbytes = ws_bytes
+        if fwd_extra > 0:
+            rec.add_workspace(fwd_extra, index, "onednn_rnn_fwd", rec.ops[index].module)
+
+    def _rnn_backward(self, rec, index, args, kwargs, out) -> None:
+        inp, weights = args[0], args[1:5]
+        hidden_size, bidirectional, batch_first = args[15], args[19], args[21]
+        cached = self._rnn_cache.get(self._rnn_key(inp, weights, hidden_size, bidirectional, batch_first))
+        if cached is not None and cached[2] > 0:
+            rec.add_workspace(cached[2], index, "onednn_rnn_bwd", rec.ops[index].module)
