@@ -204,6 +204,11 @@ def render_html(trace_or_report, include_graph: bool = True, title: str | None =
     if is_report:
         body.append(_verdict(trace_or_report))
         body.append(_policy_table(trace_or_report))
+    notes = list(getattr(trace_or_report, "notes", None) or []) if is_report else []
+    notes += [n for n in meta.get("notes", []) or [] if n not in notes]
+    if notes:
+        items = "".join(f"<li>{_e(n)}</li>" for n in notes)
+        body.append(f"<h2>Notes</h2><ul id=\"notes\">{items}</ul>")
     body += parts
     body.append(graph_note)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -105,6 +105,15 @@ def test_verdict_and_live_at_peak_numbers(written):
     assert "op 11: <span class=\"mono\">aten.relu.default</span>" in text
 
 
+def test_notes_of_report_and_trace_are_listed_once(tmp_path):
+    rep = FakeReport(small_trace())
+    rep.notes = ["sparsity assumed <50%>"]
+    rep.trace.meta["notes"] = ["no max batch size: traced at one batch size", "sparsity assumed <50%>"]
+    text = html_report.write_html(rep, tmp_path / "r.html").read_text()
+    assert text.count("<li>sparsity assumed &lt;50%&gt;</li>") == 1
+    assert "<li>no max batch size: traced at one batch size</li>" in text
+
+
 def test_a_report_that_does_not_fit_says_so(tmp_path):
     rep = FakeReport(small_trace(), tensor_budget_bytes=10 * 1024**2)
     text = html_report.write_html(rep, tmp_path / "r.html").read_text()

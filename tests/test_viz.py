@@ -255,3 +255,32 @@ def test_graph_figure_layers_from_the_loss_and_colours_by_saved_bytes(trace):
     colours = dict(zip(trace.graph.nodes, nodes.marker.color))
     assert colours[11] == pytest.approx(12.0) and colours[12] == 0
     assert len(fig.data[0].x) == 3 * trace.graph.number_of_edges()
+
+
+# ---------------------------------------------------------------- with the real simulator
+def test_real_report_figures_agree_with_the_report(tmp_path):
+    torch = pytest.importorskip("torch")
+    import memsim
+    from memsim import html_report
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 14 * 14, 10))
+    tr = memsim.trace(model, torch.randn(4, 3, 16, 16), optimizer="momentum")
+    rep = memsim.simulate(tr, device="jetson-nano", policy=["bitmap", "none"], sparsity=0.5, max_batch=False)
+    fig = rep.figure()
+    div = _divisor(fig)
+    ann = _peak_annotation(fig)
+    assert ann.y * div == pytest.approx(rep.peak_bytes, rel=1e-12)
+    assert f"{rep.peak_bytes:,} bytes" in ann.hovertext
+    budget = [s for s in fig.layout.shapes if s.name == "budget"]
+    assert len(budget) == 1 and budget[0].y0 * div == pytest.approx(rep.tensor_budget_bytes)
+    names = [t.name for t in fig.data]
+    assert "total, policy bitmap" in names and "total, policy none" in names
+    # the peak breakdown is sized by the policy, like the report's own breakdown
+    peak_index, items, exact = viz.live_at_peak(rep)
+    assert exact and peak_index == rep.breakdown.index
+    assert sum(it.nbytes for it in items) == rep.breakdown.total_bytes == rep.peak_bytes
+    tm = viz.peak_breakdown_figure(rep).data[0]
+    assert dict(zip(tm.ids, tm.values))["all live tensors"] == rep.peak_bytes
+    text = html_report.write_html(rep, tmp_path / "r.html").read_text()
+    assert "<b>Fits</b> on" in text and text.count("Plotly.newPlot(") == 3
