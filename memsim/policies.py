@@ -248,123 +248,190 @@ class CostedTimeline:
         return sorted(rows, key=lambda r: -r[1])
 
     def allocation_events(self) -> list[tuple[int, int, int]]:
-        """``(op, interval id, ±bytes)`` in allocator order (allocations of an op, then its frees)."""
-        order_alloc = np.lexsort((np.arange(len(self.birth)), self.birth))
-        order_free = np.lexsort((np.arange(len(self.death)), self.death))
-        events = []
-        ia = iff = 0
-        last = self.n_ops - 1
+        """``(op, interval id, ±bytes)`` in allocator order: at each op its allocations, then its frees
+        (storages alive at the end of the step are never freed)."""
         n = len(self.birth)
-        for op in range(self.n_ops):
-            while ia < n and self.birth[order_alloc[ia]] == op:
-                k = int(order_alloc[ia])
-                events.append((op, k, int(self.nbytes[k])))
-                ia += 1
-            while iff < n and self.death[order_free[iff]] == op:
-                k = int(order_free[iff])
-                if op < last:
-                    events.append((op, k, -int(self.nbytes[k])))
-                iff += 1
-        return events
+        ids = np.arange(n, dtype=np.int64)
+        freed = self.death < self.n_ops - 1
+        op = np.concatenate([self.birth, self.death[freed]])
+        is_free = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(int(freed.sum()), dtype=np.int64)])
+        which = np.concatenate([ids, ids[freed]])
+        delta = np.concatenate([self.nbytes, -self.nbytes[freed]])
+        order = np.lexsort((which, is_free, op))
+        return list(zip(op[order].tolist(), which[order].tolist(), delta[order].tolist()))
 
 
 def dense_sizes(trace: Trace, batch_size: int | None = None) -> np.ndarray:
     """Bytes of every storage at ``batch_size`` (the traced batch when None; needs scaling otherwise)."""
-    tl = trace.timeline
-    sizes = np.fromiter((t.nbytes for t in tl.tensors), dtype=np.int64, count=len(tl.tensors))
+    ctx = _context(trace)
     if batch_size is None or batch_size == trace.batch_size:
-        return sizes
-    if any(t.per_sample_bytes is None for t in tl.tensors):
+        return ctx.size0.copy()
+    if ctx.per_sample is None:
         raise InputError("this trace was made at one batch size; trace two batch sizes "
                          "(Trace.attach_scaling) to simulate another batch size")
-    slope = np.fromiter((t.per_sample_bytes for t in tl.tensors), dtype=np.int64, count=len(tl.tensors))
-    return np.maximum(sizes + slope * (batch_size - trace.batch_size), 0)
+    return np.maximum(ctx.size0 + ctx.per_sample * (batch_size - trace.batch_size), 0)
 
 
-def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: int | None = None) -> CostedTimeline:
-    """Intervals and price of one policy on ``trace`` (optionally scaled to ``batch_size``)."""
-    policy = parse_policies(policy)[0] if not isinstance(policy, Policy) else policy
-    model = sparsity if isinstance(sparsity, SparsityModel) else SparsityModel(sparsity)
-    tl = trace.timeline
-    sizes = dense_sizes(trace, batch_size)
-    cat_index = {c: i for i, c in enumerate(Category)}
-    phases = np.array([Phase(o.phase) in (Phase.FORWARD, Phase.LOSS) for o in tl.ops], dtype=bool)
+# Ops that make an alias without reading data: they do not keep a storage's data in use.
+_NON_READING_OPS = ("aten.detach.", "aten.alias.", "aten._unsafe_view.", "aten.view.", "aten.t.",
+                    "aten.expand.", "aten.as_strided.", "aten.transpose.", "aten.permute.", "aten.unsqueeze.",
+                    "aten.squeeze.", "aten._reshape_alias.", "aten.reshape.", "aten.slice.", "aten.select.")
 
-    births, deaths, nbytes, cats, sources = [], [], [], [], []
 
-    def add(b, d, n, c, s):
-        if n > 0 and d >= b:
-            births.append(b); deaths.append(d); nbytes.append(int(n)); cats.append(cat_index[c]); sources.append(s)
+class _Context:
+    """Per-trace arrays every policy needs, computed once per trace (indexed by tensor id)."""
 
-    out = CostedTimeline(policy, tl.n_ops, *(np.zeros(0, np.int64) for _ in range(5)))
-    blocks = _checkpoint_blocks(trace) if policy is Policy.CHECKPOINT else {}
-    recompute_start: dict[str, int] = {}
-    if blocks:
-        for t in tl.tensors:
-            b = blocks.get(t.id)
-            if b is not None:
-                bwd = [u for u in t.uses if not phases[u]]
-                if bwd:
-                    recompute_start[b] = min(recompute_start.get(b, tl.n_ops), min(bwd))
+    def __init__(self, trace: Trace):
+        tl = trace.timeline
+        tensors = tl.tensors
+        n = len(tensors)
+        cats = list(Category)
+        self.n = n
+        self.size0 = np.fromiter((t.nbytes for t in tensors), dtype=np.int64, count=n)
+        self.per_sample = (np.fromiter((t.per_sample_bytes for t in tensors), dtype=np.int64, count=n)
+                           if n and all(t.per_sample_bytes is not None for t in tensors) else None)
+        self.birth = np.fromiter((t.birth for t in tensors), dtype=np.int64, count=n)
+        self.death = np.fromiter((t.death for t in tensors), dtype=np.int64, count=n)
+        self.category = np.fromiter((cats.index(Category(t.category)) for t in tensors), dtype=np.int64, count=n)
+        self.itemsize = np.fromiter((itemsize(t.dtype) for t in tensors), dtype=np.int64, count=n)
+        self.is_float32 = np.fromiter((t.dtype == "float32" for t in tensors), dtype=bool, count=n)
+        self.activation = self.category == cats.index(Category.ACTIVATION)
+        forward = [Phase(o.phase) in (Phase.FORWARD, Phase.LOSS) for o in tl.ops]
+        reads = [not o.name.startswith(_NON_READING_OPS) for o in tl.ops]
+        self.fwd_end = self.birth.copy()
+        self.bwd_first = np.full(n, -1, dtype=np.int64)
+        self.bwd_last = np.full(n, -1, dtype=np.int64)
+        self.mask_only = np.zeros(n, dtype=bool)
+        self.index_width = np.zeros(n, dtype=np.int64)
+        self.sparse_producer = np.zeros(n, dtype=bool)
+        for t in tensors:
+            if not self.activation[t.id]:
+                continue
+            fwd = [u for u in t.uses if forward[u] and reads[u]]
+            bwd = [u for u in t.uses if not forward[u]]
+            if fwd:
+                self.fwd_end[t.id] = max(t.birth, max(fwd))
+            if bwd:
+                self.bwd_first[t.id], self.bwd_last[t.id] = min(bwd), max(bwd)
+            names = _saving_node_names(trace, t)
+            self.mask_only[t.id] = bool(names) and all(nm in MASK_ONLY_NODES for nm in names)
+            if t.dtype == "int64" and any(nm.startswith("MaxPool") for nm in names):
+                self.index_width[t.id] = _index_width(trace, t)
+            self.sparse_producer[t.id] = _is_sparse_producer(trace, t)
+        self.blocks = _checkpoint_blocks(trace)
+        self._sparsity: dict[int, tuple[object, np.ndarray]] = {}
 
-    for t in tl.tensors:
-        n = int(sizes[t.id])
-        cat = Category(t.category)
-        stored = _stored_form(trace, t, n, policy, model, blocks) if cat is Category.ACTIVATION else None
-        if stored is None:
-            add(t.birth, t.death, n, cat, t.id)
+    def sparsity(self, trace: Trace, model: SparsityModel) -> np.ndarray:
+        """Zero fraction per tensor under ``model`` (0 for non-activations)."""
+        key = id(model.value)
+        hit = self._sparsity.get(key)
+        if hit is not None and hit[0] is model.value:
+            return hit[1]
+        out = np.zeros(self.n)
+        for i in np.nonzero(self.activation)[0]:
+            out[i] = model.of(trace, trace.timeline.tensors[i])
+        self._sparsity[key] = (model.value, out)
+        return out
+
+
+def _context(trace: Trace) -> _Context:
+    ctx = trace.__dict__.get("_policy_context")
+    if ctx is None or ctx.n != len(trace.timeline.tensors):
+        ctx = _Context(trace)
+        trace.__dict__["_policy_context"] = ctx
+    return ctx
+
+
+def _codec_sizes(trace: Trace, ctx: _Context, sparsity: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Encoded bytes of each activation at the zero fractions given, from the codec's measured size curve
+    at the traced shape, scaled to ``sizes`` (the format's size is linear in numel at a fixed sparsity)."""
+    from memsim import codec
+
+    out = np.full(ctx.n, np.iinfo(np.int64).max, dtype=np.int64)
+    header = codec.HEADER_BYTES
+    tensors = trace.timeline.tensors
+    for i in np.nonzero(ctx.activation)[0]:
+        numel0 = int(ctx.size0[i] // ctx.itemsize[i])
+        if numel0 == 0:
             continue
-        kind, stored_bytes = stored
-        fwd_uses = [u for u in t.uses if phases[u]]
-        bwd_uses = [u for u in t.uses if not phases[u]]
-        fwd_end = max([t.birth, *fwd_uses])
-        add(t.birth, fwd_end, n, cat, t.id)  # dense while the forward pass still reads it
-        if kind == "recompute":
-            start = recompute_start.get(blocks[t.id], min(bwd_uses) if bwd_uses else t.death)
-            add(start, t.death, n, cat, t.id)
-            continue
-        add(t.birth, t.death, stored_bytes, cat, t.id)  # packed form until its node is freed
-        if bwd_uses:
-            add(min(bwd_uses), max(bwd_uses), n, cat, t.id)  # dense copy restored for backward
-        if kind == "codec":
-            out.codec_bytes += n
-        elif kind == "cast":
-            out.converted_bytes += n
-
-    if policy is Policy.CHECKPOINT:
-        out.extra_flops = sum(o.flops for o in tl.ops
-                              if Phase(o.phase) is Phase.FORWARD and _block_of(o.module, set(blocks.values())))
-        out.notes.append(f"{len(set(blocks.values()))} checkpointed blocks")
-
-    out.birth = np.asarray(births, dtype=np.int64)
-    out.death = np.asarray(deaths, dtype=np.int64)
-    out.nbytes = np.asarray(nbytes, dtype=np.int64)
-    out.category = np.asarray(cats, dtype=np.int64)
-    out.source = np.asarray(sources, dtype=np.int64)
+        c0 = compressed_size(numel0, tensors[i].dtype, round(float(sparsity[i]), 4))
+        out[i] = header + ((c0 - header) * int(sizes[i])) // int(ctx.size0[i])
     return out
 
 
-def _stored_form(trace, t, n, policy, model, blocks):
-    """``(kind, bytes)`` for how policy stores saved activation ``t`` of dense size ``n``, or None."""
-    if policy is Policy.NONE or n == 0:
-        return None
-    if policy is Policy.CHECKPOINT:
-        return ("recompute", 0) if t.id in blocks else None
-    if policy in (Policy.FP16, Policy.BF16):
-        return ("cast", n // 2) if t.dtype == "float32" else None
-    numel = n // itemsize(t.dtype)
-    options = []
+def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: int | None = None) -> CostedTimeline:
+    """Intervals and price of one policy on ``trace`` (optionally scaled to ``batch_size``).
+
+    A stored activation becomes three intervals: dense from its birth to its last forward read, the stored
+    form from its birth to its death, and the dense copy restored for backward from its first to its last
+    backward read.
+    """
+    policy = policy if isinstance(policy, Policy) else parse_policies(policy)[0]
+    model = sparsity if isinstance(sparsity, SparsityModel) else SparsityModel(sparsity)
+    ctx = _context(trace)
+    tl = trace.timeline
+    sizes = dense_sizes(trace, batch_size)
+    n = ctx.n
+    big = np.iinfo(np.int64).max
+    stored = np.full(n, big, dtype=np.int64)
+    kind = np.zeros(n, dtype=np.int8)  # 0 dense, 1 codec, 2 mask, 3 narrow, 4 cast, 5 recompute
+    act = ctx.activation & (sizes > 0)
+
+    def offer(mask, size, k):
+        better = mask & (size < stored)
+        stored[better] = size[better]
+        kind[better] = k
+
+    out = CostedTimeline(policy, tl.n_ops, *(np.zeros(0, np.int64) for _ in range(5)))
+    if policy in (Policy.BITMAP, Policy.BITMAP_MASK):
+        offer(act, _codec_sizes(trace, ctx, ctx.sparsity(trace, model), sizes), 1)
     if policy is Policy.BITMAP_MASK:
-        names = _saving_node_names(trace, t)
-        if names and all(nm in MASK_ONLY_NODES for nm in names):
-            options.append(("mask", math.ceil(numel / 8) + 64))
-        if t.dtype == "int64" and any(nm.startswith("MaxPool") for nm in names):
-            options.append(("narrow", numel * _index_width(trace, t)))
-    s = model.of(trace, t)
-    if s > 0.0 or policy in (Policy.BITMAP, Policy.BITMAP_MASK):
-        options.append(("codec", compressed_size(numel, t.dtype, round(s, 4))))
-    options = [o for o in options if o[1] < n]
-    return min(options, key=lambda o: o[1]) if options else None
+        numel = sizes // ctx.itemsize
+        offer(act & ctx.mask_only, (numel + 7) // 8 + 64, 2)
+        offer(act & (ctx.index_width > 0), numel * ctx.index_width, 3)
+    if policy in (Policy.FP16, Policy.BF16):
+        offer(act & ctx.is_float32, sizes // 2, 4)
+    keep = (kind > 0) & (stored < sizes)
+    kind[~keep] = 0
+
+    recompute_start = np.zeros(n, dtype=np.int64)
+    if policy is Policy.CHECKPOINT and ctx.blocks:
+        ids = np.fromiter(ctx.blocks.keys(), dtype=np.int64)
+        start: dict[str, int] = {}
+        for i in ids:
+            if ctx.bwd_first[i] >= 0:
+                b = ctx.blocks[int(i)]
+                start[b] = min(start.get(b, tl.n_ops), int(ctx.bwd_first[i]))
+        for i in ids:
+            recompute_start[i] = start.get(ctx.blocks[int(i)], ctx.death[i])
+        kind[ids] = 5
+        out.extra_flops = sum(o.flops for o in tl.ops
+                              if Phase(o.phase) is Phase.FORWARD and _block_of(o.module, set(ctx.blocks.values())))
+        out.notes.append(f"{len(set(ctx.blocks.values()))} checkpointed blocks")
+
+    dense = kind == 0
+    packed = (kind > 0) & (kind < 5)
+    restored = packed & (ctx.bwd_first >= 0)
+    recompute = kind == 5
+    changed = ~dense
+    ids = np.arange(n, dtype=np.int64)
+    parts = [
+        (ctx.birth[dense], ctx.death[dense], sizes[dense], ids[dense]),
+        (ctx.birth[changed], ctx.fwd_end[changed], sizes[changed], ids[changed]),
+        (ctx.birth[packed], ctx.death[packed], stored[packed], ids[packed]),
+        (ctx.bwd_first[restored], ctx.bwd_last[restored], sizes[restored], ids[restored]),
+        (recompute_start[recompute], ctx.death[recompute], sizes[recompute], ids[recompute]),
+    ]
+    birth = np.concatenate([p[0] for p in parts])
+    death = np.concatenate([p[1] for p in parts])
+    nbytes = np.concatenate([p[2] for p in parts])
+    source = np.concatenate([p[3] for p in parts])
+    valid = (nbytes > 0) & (death >= birth)
+    out.birth, out.death, out.nbytes, out.source = birth[valid], death[valid], nbytes[valid], source[valid]
+    out.category = ctx.category[out.source]
+    out.codec_bytes = int(sizes[kind == 1].sum())
+    out.converted_bytes = int(sizes[kind == 4].sum())
+    return out
 
 
 def _index_width(trace: Trace, t) -> int:

@@ -252,7 +252,7 @@ def _evaluate(trace, dev, policy, model, margin, batch_size, search) -> PolicyRe
     usable = int(dev.total_bytes * (1.0 - margin))
     bandwidth = float(getattr(dev, "bandwidth_bytes_per_s", 0) or 0)
     codec_seconds = 2 * costed.codec_bytes / (CODEC_BANDWIDTH_FRACTION * bandwidth) if bandwidth else 0.0
-    best = _max_batch(trace, dev, policy, model, usable) if search else None
+    best = _max_batch(trace, dev, policy, model, usable, reserved / max(costed.peak_bytes, 1)) if search else None
     return PolicyResult(policy=policy, costed=costed, peak_bytes=costed.peak_bytes, allocated_bytes=allocated,
                         reserved_bytes=reserved, device_peak_bytes=device_peak, fits=device_peak <= usable,
                         headroom_bytes=usable - device_peak, max_batch_size=best,
@@ -260,20 +260,60 @@ def _evaluate(trace, dev, policy, model, margin, batch_size, search) -> PolicyRe
                         lossy=not policy.lossless)
 
 
-def _max_batch(trace, dev, policy, model, usable) -> int:
-    """Largest batch size whose device peak fits in ``usable`` bytes (0 when even batch 1 does not)."""
+def _max_batch(trace, dev, policy, model, usable, overhead: float) -> int:
+    """Largest batch size whose device peak fits in ``usable`` bytes (0 when even batch 1 does not).
+
+    The allocator replay is the costly part, so the search runs on a cheap proxy first — the live-tensor
+    peak plus the allocator and device overhead measured at the traced batch — and then replays the
+    allocator only around the proxy's answer until the boundary is exact: fits(b) and not fits(b + 1).
+    """
+    fixed = int(dev.runtime_bytes) + int(dev.os_reserved_bytes)  # overhead: reserved / live at traced batch
+
+    def proxy_fits(b: int) -> bool:
+        return apply_policy(trace, policy, model, b).peak_bytes * overhead + fixed <= usable
 
     def fits(b: int) -> bool:
         return _device_cost(apply_policy(trace, policy, model, b), dev)[2] <= usable
 
-    if not fits(1):
-        return 0
-    lo, hi = 1, max(2, int(trace.batch_size or 1))
-    while hi <= MAX_BATCH_LIMIT and fits(hi):
-        lo, hi = hi, hi * 2
-    if hi > MAX_BATCH_LIMIT:
-        return lo
+    return _boundary(fits, max(_largest(proxy_fits), 1))
+
+
+def _boundary(fits, hint: int) -> int:
+    """Largest b >= 1 with fits(b) for a monotone ``fits``, galloping out from ``hint`` (0 if none)."""
+    if fits(hint):
+        lo, step = hint, 1
+        while lo + step <= MAX_BATCH_LIMIT and fits(lo + step):
+            lo += step
+            step *= 2
+        hi = lo + step
+        if hi > MAX_BATCH_LIMIT:
+            return lo
+    else:
+        hi, step = hint, 1
+        while hi - step >= 1 and not fits(hi - step):
+            hi -= step
+            step *= 2
+        lo = hi - step
+        if lo < 1:
+            if not fits(1):
+                return 0
+            lo = 1
     while hi - lo > 1:  # invariant: fits(lo), not fits(hi)
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _largest(pred) -> int:
+    """Largest b in [0, MAX_BATCH_LIMIT] with pred(b) true for a monotone predicate (0 if pred(1) is false)."""
+    if not pred(1):
+        return 0
+    lo, hi = 1, 2
+    while hi <= MAX_BATCH_LIMIT and pred(hi):
+        lo, hi = hi, hi * 2
+    if hi > MAX_BATCH_LIMIT:
+        return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if pred(mid) else (lo, mid)
     return lo

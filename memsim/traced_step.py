@@ -91,6 +91,7 @@ class Trace:
             raise InputError("the two traces differ in their ops: the step depends on the batch size in a "
                              "way memsim cannot scale linearly")
         db = self.batch_size - other.batch_size
+        self.__dict__.pop("_policy_context", None)  # cached per-trace arrays depend on the scaling
         for ta, tb in zip(a.tensors, b.tensors):
             ta.per_sample_bytes = (ta.nbytes - tb.nbytes) // db
         return self
