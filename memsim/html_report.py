@@ -12,7 +12,7 @@ import datetime as _dt
 import html
 from pathlib import Path
 
-from memsim.categories import CATEGORY_COLORS, Category
+from memsim.categories import CATEGORY_COLORS
 from memsim.errors import InputError
 from memsim.units import format_bytes
 
