@@ -157,7 +157,7 @@ class SparsityModel:
         if v is None:
             return 0.0
         if hasattr(v, "lookup"):
-            return float(v.lookup(t.module, t.op, _saving_node_names(trace, t)))
+            return float(v.lookup(t.module, t.op, t.dtype))
         if not _is_sparse_producer(trace, t):
             return 0.0
         if isinstance(v, dict):

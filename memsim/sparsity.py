@@ -51,18 +51,19 @@ class MeasuredSparsity:
     random_data: bool = False
 
     def __post_init__(self):
-        self._by_key: dict[tuple[str, str], list[int]] = {}
-        self._by_op: dict[str, list[int]] = {}
+        self._by_key: dict[tuple[str, str, str], list[int]] = {}
+        self._by_op: dict[tuple[str, str], list[int]] = {}
         for s in self.stats:
-            for table, key in ((self._by_key, (s.module, s.op)), (self._by_op, s.op)):
+            for table, key in ((self._by_key, (s.module, s.op, s.dtype)), (self._by_op, (s.op, s.dtype))):
                 acc = table.setdefault(key, [0, 0])
                 acc[0] += s.numel
                 acc[1] += s.nnz
 
-    def lookup(self, module: str, op: str, node_names=None) -> float:
-        """Zero fraction of storages produced by ``op`` in ``module`` (falls back to the op's average over
-        all modules, then 0.0 = dense)."""
-        acc = self._by_key.get((module, op)) or self._by_op.get(op)
+    def lookup(self, module: str, op: str, dtype: str = "float32") -> float:
+        """Zero fraction of ``dtype`` storages produced by ``op`` in ``module`` (falls back to the op's
+        average over all modules, then 0.0 = dense). Multi-output ops (BatchNorm's statistics, MaxPool's
+        indices) are told apart by dtype and weighted by size, so the big output dominates."""
+        acc = self._by_key.get((module, op, dtype)) or self._by_op.get((op, dtype))
         if not acc or acc[0] == 0:
             return 0.0
         return 1.0 - acc[1] / acc[0]
