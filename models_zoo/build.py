@@ -23,7 +23,7 @@ def build(name: str, *, device: Any, weights: Any, seed: int | None, overrides: 
                          "use 'cpu' or 'meta'")
     if weights is not None and target.type == "meta":
         raise InputError("weights cannot be loaded on the meta device; build on 'cpu' or 'cuda' instead")
-    with _seeded(seed, target), target:
+    with _seeded(seed, target), _no_init_on_meta(target), target:
         try:
             model = entry.factory()(**overrides)
         except (TypeError, ValueError, ZeroDivisionError) as exc:
@@ -32,6 +32,24 @@ def build(name: str, *, device: Any, weights: Any, seed: int | None, overrides: 
     if weights is not None:
         _load_weights(model, weights, target)
     return model
+
+
+@contextlib.contextmanager
+def _no_init_on_meta(device: torch.device):
+    """Meta tensors hold no values, so random initialisation is pointless there — and costly: on meta,
+    ``nn.init`` goes through torch._refs, whose first use imports torch._dynamo (seconds)."""
+    if device.type != "meta":
+        yield
+        return
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_") and callable(getattr(nn.init, n))]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
 
 
 @contextlib.contextmanager
