@@ -206,9 +206,10 @@ def _measure_one(model, args, names, params, codec) -> list[SavedTensorStat]:
         if isinstance(t, torch.nn.Parameter):
             return t
         ptr = t.untyped_storage().data_ptr()
-        if ptr in params or ptr in seen or t.device.type != "cpu":
+        # Inputs and other storages made outside the forward are never activations: skip them.
+        if ptr in params or ptr in seen or ptr not in producer or t.device.type != "cpu":
             return t
-        module, op = producer.get(ptr, (module_stack[-1], "unknown"))
+        module, op = producer[ptr]
         base = t.detach()
         numel = base.numel()
         seen[ptr] = SavedTensorStat(module=module, op=op, dtype=str(t.dtype).replace("torch.", ""), numel=numel,
