@@ -28,7 +28,8 @@ _LAZY = {
     "compressed_activations": "memsim.runtime:compressed_activations",
     "MemsimError": "memsim.errors:MemsimError",
 }
-_SUBMODULES = {"codec", "devices", "policies", "timeline", "viz", "runtime", "tracing", "sparsity", "simulate"}
+_SUBMODULES = {"codec", "devices", "policies", "timeline", "viz", "runtime", "tracing", "sparsity", "simulate",
+               "html_report", "graph_export", "allocator", "units", "report_text", "step", "measure"}
 
 __all__ = sorted([*_LAZY, "codec", "__version__"])
 

@@ -131,12 +131,16 @@ class Report:
             raise InputError(f"policy {key!r} was not simulated; simulated: {', '.join(self.results)}")
         return self.results[key]
 
+    def live_at(self, index: int, policy: str | None = None) -> list[tuple[int, int, Category]]:
+        """``(tensor id, bytes, category)`` alive at op ``index`` under ``policy`` (stored and restored
+        forms of one tensor are separate entries), largest first."""
+        return self._result(policy).costed.live_at(index)
+
     @property
     def breakdown(self) -> Breakdown:
         """What is alive at the peak under the report's policy (bytes per category, modules, tensors)."""
-        costed = self.main.costed
-        index = costed.peak_index
-        rows = costed.live_at(index)
+        index = self.main.costed.peak_index
+        rows = self.live_at(index)
         tensors = self.trace.timeline.tensors
         by_cat = {c: 0 for c in Category}
         by_module: dict[str, int] = {}
