@@ -18,7 +18,8 @@ to a multiple of 8 (``nChw8c``), so each call reorders its operands into scratch
 
 oneDNN LSTM (``aten.mkldnn_rnn_layer`` and its backward): the fake kernel returns an empty workspace tensor,
 the real one a oneDNN workspace (saved for backward) plus scratch; their sizes come from oneDNN's internal
-layout, so they are *probed*: the real kernel runs once on zeros of the same shapes under the profiler
+layout, so they are *probed* (the backward also copies a strided incoming gradient to a contiguous one and
+makes zeros for undefined ones, which the rule adds from the shapes): the real kernel runs once on zeros of the same shapes under the profiler
 (cached per shape; a long layer is probed at batch 1 and 2 and extrapolated linearly in the batch).
 """
 from __future__ import annotations
@@ -158,5 +159,14 @@ class CpuRules:
         inp, weights = args[0], args[1:5]
         hidden_size, bidirectional, batch_first = args[15], args[19], args[21]
         cached = self._rnn_cache.get(self._rnn_key(inp, weights, hidden_size, bidirectional, batch_first))
-        if cached is not None and cached[2] > 0:
-            rec.add_workspace(cached[2], index, "onednn_rnn_bwd", rec.ops[index].module)
+        extra = cached[2] if cached is not None else 0
+        # The kernel makes the incoming gradients usable first: a contiguous copy of a strided grad_output
+        # (batch_first layers receive a transposed one) and zeros for undefined ones (unused hy/cy).
+        output, hy, cy = args[7], args[8], args[9]
+        for grad, like in ((args[10], output), (args[11], hy), (args[12], cy)):
+            if grad is None:
+                extra += like.numel() * like.element_size()
+            elif not grad.is_contiguous():
+                extra += grad.numel() * grad.element_size()
+        if extra > 0:
+            rec.add_workspace(extra, index, "onednn_rnn_bwd", rec.ops[index].module)

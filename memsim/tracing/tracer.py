@@ -1,7 +1,6 @@
 """``trace()``: follow one steady-state training step on fake CPU tensors and build a :class:`Trace`."""
 from __future__ import annotations
 
-import gc
 from typing import Any, Callable
 
 from memsim import step as step_mod
@@ -142,7 +141,6 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
     graph = None
     got_grad: set[int] = set()
     grad_entries: dict[int, str] = {}
-    gc.collect()
     try:
         with fake_mode, rec:
             rec.phase = Phase.FORWARD
