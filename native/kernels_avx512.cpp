@@ -22,6 +22,7 @@ namespace {
 
 inline __m512i loadu512(const uint8_t* p) { return _mm512_loadu_si512(reinterpret_cast<const void*>(p)); }
 inline void storeu512(uint8_t* p, __m512i v) { _mm512_storeu_si512(reinterpret_cast<void*>(p), v); }
+constexpr uint64_t kStreamBytes = uint64_t{16} << 20;
 inline uint64_t pop(uint64_t m) { return static_cast<uint64_t>(__builtin_popcountll(m)); }
 
 constexpr int lanes_of(int e) { return 64 / e; }
@@ -82,8 +83,14 @@ int64_t encode_avx512(const uint8_t* src, uint64_t n, uint8_t* bitmap, uint8_t* 
   return encode_scalar_from<E>(src, n, bitmap, vals, cap, b, k);
 }
 
-template <int E>
-bool decode_avx512(const uint8_t* bitmap, const uint8_t* vals, uint64_t nnz, uint64_t n, uint8_t* dst) {
+template <bool kStream>
+inline void put512(uint8_t* p, __m512i v) {
+  if constexpr (kStream) _mm512_stream_si512(reinterpret_cast<__m512i*>(p), v);
+  else storeu512(p, v);
+}
+
+template <int E, bool kStream>
+bool decode_avx512_impl(const uint8_t* bitmap, const uint8_t* vals, uint64_t nnz, uint64_t n, uint8_t* dst) {
   constexpr int L = lanes_of(E);
   constexpr uint64_t lane_mask = L == 64 ? ~uint64_t{0} : (uint64_t{1} << L) - 1;
   const uint64_t full_blocks = n / 64;
@@ -92,21 +99,30 @@ bool decode_avx512(const uint8_t* bitmap, const uint8_t* vals, uint64_t nnz, uin
     const uint64_t bm = load_as<uint64_t>(bitmap + b * 8);
     uint8_t* d = dst + b * 64 * E;
     if (bm == ~uint64_t{0}) {
-      for (int g = 0; g < E; ++g) storeu512(d + 64 * g, loadu512(vals + (k + static_cast<uint64_t>(L * g)) * E));
+      for (int g = 0; g < E; ++g) put512<kStream>(d + 64 * g, loadu512(vals + (k + static_cast<uint64_t>(L * g)) * E));
       k += 64;
       continue;
     }
     if (bm == 0) {
-      for (int g = 0; g < E; ++g) storeu512(d + 64 * g, _mm512_setzero_si512());
+      for (int g = 0; g < E; ++g) put512<kStream>(d + 64 * g, _mm512_setzero_si512());
       continue;
     }
     for (int g = 0; g < E; ++g) {
       const uint64_t m = (bm >> (L * g)) & lane_mask;
-      storeu512(d + 64 * g, expand<E>(m, loadu512(vals + k * E)));
+      put512<kStream>(d + 64 * g, expand<E>(m, loadu512(vals + k * E)));
       k += pop(m);
     }
   }
+  if constexpr (kStream) _mm_sfence();
   return decode_scalar_from<E>(bitmap, vals, nnz, n, dst, b, k);
+}
+
+template <int E>
+bool decode_avx512(const uint8_t* bitmap, const uint8_t* vals, uint64_t nnz, uint64_t n, uint8_t* dst) {
+  // Large, 64-byte aligned outputs: streaming stores (see kernels_avx2.cpp).
+  if (n * E >= kStreamBytes && (reinterpret_cast<uintptr_t>(dst) & 63) == 0)
+    return decode_avx512_impl<E, true>(bitmap, vals, nnz, n, dst);
+  return decode_avx512_impl<E, false>(bitmap, vals, nnz, n, dst);
 }
 
 template <int E>

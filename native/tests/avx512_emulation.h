@@ -55,3 +55,5 @@ inline simde__m512i _mm512_maskz_expand_epi8(simde__mmask64 m, simde__m512i v) {
 inline simde__m512i _mm512_maskz_expand_epi16(simde__mmask32 m, simde__m512i v) { return memsim_emulation::expand<uint16_t>(m, v); }
 inline simde__m512i _mm512_maskz_expand_epi32(simde__mmask16 m, simde__m512i v) { return memsim_emulation::expand<uint32_t>(m, v); }
 inline simde__m512i _mm512_maskz_expand_epi64(simde__mmask8 m, simde__m512i v) { return memsim_emulation::expand<uint64_t>(m, v); }
+
+inline void _mm512_stream_si512(simde__m512i* p, simde__m512i v) { std::memcpy(p, &v, 64); }
