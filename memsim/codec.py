@@ -130,7 +130,9 @@ def dtype_code(dtype: Any) -> DType:
         if name.upper() in DType.__members__:
             return DType[name.upper()]
     elif type(dtype).__module__ == "torch":  # a torch.dtype, without importing torch here
-        return dtype_code(str(dtype))
+        code = _torch_codes().get(dtype)
+        if code is not None:
+            return code
     else:
         try:
             code = _NUMPY_CODES.get(np.dtype(dtype).newbyteorder("="))
@@ -139,6 +141,13 @@ def dtype_code(dtype: Any) -> DType:
         if code is not None:
             return code
     raise InputError(f"unsupported dtype {dtype!r}; valid: {', '.join(d.name.lower() for d in DType)}")
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_codes() -> dict:
+    import torch
+
+    return {getattr(torch, code.name.lower()): code for code in DType}
 
 
 def _prepare(x: Any) -> tuple[Any, DType]:
@@ -190,12 +199,16 @@ def encode(x: Any, out: Any = None):
     76
     """
     arr, code = _prepare(x)
-    if out is None:
-        return _bitmap.encode(arr, int(code))
     target = out
-    if type(out).__module__.startswith("torch"):
+    if out is not None and type(out).__module__.startswith("torch"):
         target = out.detach().numpy()  # raises for non-CPU tensors; shares memory otherwise
-    size = _bitmap.encode(arr, int(code), target)
+    if isinstance(arr, np.ndarray):
+        result = _bitmap.encode(arr, int(code), target)
+    else:  # a contiguous CPU tensor, read in place through its address (torch's DLPack export is slow)
+        result = _bitmap.encode_ptr(arr.data_ptr(), int(code), arr.shape, target)
+    if out is None:
+        return result
+    size = result
     if isinstance(target, np.ndarray):  # numpy array or torch tensor: a view of the same type
         return out.reshape(-1)[:size]
     return memoryview(out).cast("B")[:size]
@@ -273,7 +286,10 @@ def decode(buf: Any, out: Any = None):
         result = torch.from_numpy(arr)
         return result.view(torch.bfloat16) if dtype == DType.BFLOAT16 else result
     _check_out(out, dtype, tuple(shape))
-    _bitmap.decode(buf, out.detach() if isinstance(out, torch.Tensor) else out)
+    if isinstance(out, torch.Tensor):
+        _bitmap.decode_ptr(buf, out.data_ptr(), int(dtype), out.shape)
+    else:
+        _bitmap.decode(buf, out)
     return out
 
 
@@ -287,7 +303,7 @@ def _check_out(out: Any, dtype: DType, shape: tuple[int, ...]) -> None:
         if out.layout != torch.strided:
             problems.append(f"layout {out.layout}")
         got_dtype = out.dtype
-        contiguous = out.is_contiguous()
+        contiguous = out.layout == torch.strided and out.is_contiguous()
     elif isinstance(out, np.ndarray):
         problems = [] if out.flags.writeable else ["read-only array"]
         got_dtype = out.dtype
@@ -334,7 +350,9 @@ def count_nonzero(x: Any) -> int:
     2
     """
     arr, code = _prepare(x)
-    return _bitmap.count_nonzero(arr, code.itemsize)
+    if isinstance(arr, np.ndarray):
+        return _bitmap.count_nonzero(arr, code.itemsize)
+    return _bitmap.count_nonzero_ptr(arr.data_ptr(), arr.numel(), code.itemsize)
 
 
 # Above this many elements size_curve encodes a representative tensor of this size instead of the full one.

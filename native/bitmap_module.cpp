@@ -7,6 +7,9 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <string>
+#include <vector>
+
 #include <cstdlib>
 #include <stdexcept>
 
@@ -165,10 +168,20 @@ Header header_of(const A& a, int dtype_code) {
   return h;
 }
 
-nb::object encode(const AnyArray& x, int dtype_code, nb::handle out) {
-  Header h = header_of(x, dtype_code);
-  const uint8_t* src = static_cast<const uint8_t*>(x.data());
-  const uint64_t worst = encoded_bytes(h.numel, h.numel, h.itemsize);
+Header header_of_shape(int dtype_code, const std::vector<uint64_t>& shape) {
+  Header h;
+  h.dtype = static_cast<uint8_t>(dtype_code);
+  h.itemsize = dtype_itemsize(h.dtype);
+  if (h.itemsize == 0) throw nb::value_error("unknown dtype code");
+  if (shape.size() > static_cast<size_t>(kMaxDims)) throw nb::value_error("at most 8 dimensions are supported");
+  h.ndim = static_cast<int>(shape.size());
+  for (int d = 0; d < h.ndim; ++d) h.shape[d] = shape[d];
+  const char* err = check_shape(h.ndim, h.shape, h.itemsize, &h.numel);
+  if (err) throw nb::value_error(err);
+  return h;
+}
+
+nb::object encode_impl(const uint8_t* src, const Header& h, nb::handle out) {
   if (!out.is_none()) {
     BufferView buf(out, true);
     int64_t size;
@@ -188,6 +201,7 @@ nb::object encode(const AnyArray& x, int dtype_code, nb::handle out) {
     }
     return nb::int_(size);
   }
+  const uint64_t worst = encoded_bytes(h.numel, h.numel, h.itemsize);
   OutputMemory mem(worst);
   int64_t size;
   {
@@ -201,6 +215,19 @@ nb::object encode(const AnyArray& x, int dtype_code, nb::handle out) {
   return nb::cast(nb::ndarray<nb::numpy, uint8_t, nb::ndim<1>>(data, {static_cast<size_t>(size)}, owner));
 }
 
+nb::object encode(const AnyArray& x, int dtype_code, nb::handle out) {
+  Header h = header_of(x, dtype_code);
+  return encode_impl(static_cast<const uint8_t*>(x.data()), h, out);
+}
+
+// Raw-pointer entry points for torch tensors: torch's __dlpack__ costs ~10 us per call, more than encoding
+// a small tensor. memsim.codec checks dtype, device and contiguity and keeps the tensor alive during the call.
+nb::object encode_ptr(uintptr_t ptr, int dtype_code, const std::vector<uint64_t>& shape, nb::handle out) {
+  Header h = header_of_shape(dtype_code, shape);
+  if (!ptr && h.numel) throw nb::value_error("null data pointer");
+  return encode_impl(reinterpret_cast<const uint8_t*>(ptr), h, out);
+}
+
 nb::tuple header(nb::handle buf_obj) {
   BufferView buf(buf_obj, false);
   Header h;
@@ -211,7 +238,8 @@ nb::tuple header(nb::handle buf_obj) {
   return nb::make_tuple(static_cast<int>(h.dtype), nb::tuple(shape), h.nnz);
 }
 
-void decode(nb::handle buf_obj, OutArray& out) {
+// Validates `buf`, checks it against the output's dtype and shape, decodes into `dst`.
+void decode_impl(nb::handle buf_obj, const Header& o, uint8_t* dst) {
   BufferView buf(buf_obj, false);
   Header h;
   const char* err;
@@ -220,15 +248,31 @@ void decode(nb::handle buf_obj, OutArray& out) {
     err = validate(buf.data(), buf.size(), &h);
   }
   if (err) throw nb::value_error(err);
-  Header o = header_of(out, h.dtype);
+  if (dtype_itemsize(o.dtype) != h.itemsize) throw nb::value_error("out has a different item size than the encoded tensor");
   if (o.ndim != h.ndim) throw nb::value_error("out has a different number of dimensions than the encoded tensor");
   for (int d = 0; d < h.ndim; ++d)
     if (o.shape[d] != h.shape[d]) throw nb::value_error("out has a different shape than the encoded tensor");
   {
     nb::gil_scoped_release release;
-    err = decode_into(buf.data(), h, static_cast<uint8_t*>(out.data()));
+    err = decode_into(buf.data(), h, dst);
   }
   if (err) throw nb::value_error(err);
+}
+
+void decode(nb::handle buf_obj, OutArray& out) {
+  BufferView probe(buf_obj, false);
+  Header ph;
+  // The output's item size is checked against the encoded dtype (a bfloat16 goes into uint16 storage).
+  const char* err = parse_header(probe.data(), probe.size(), &ph);
+  if (err) throw nb::value_error(err);
+  Header o = header_of(out, ph.dtype);
+  decode_impl(buf_obj, o, static_cast<uint8_t*>(out.data()));
+}
+
+void decode_ptr(nb::handle buf_obj, uintptr_t ptr, int dtype_code, const std::vector<uint64_t>& shape) {
+  Header o = header_of_shape(dtype_code, shape);
+  if (!ptr && o.numel) throw nb::value_error("null data pointer");
+  decode_impl(buf_obj, o, reinterpret_cast<uint8_t*>(ptr));
 }
 
 uint64_t count(const AnyArray& x, int itemsize) {
@@ -238,6 +282,14 @@ uint64_t count(const AnyArray& x, int itemsize) {
   const uint8_t* src = static_cast<const uint8_t*>(x.data());
   nb::gil_scoped_release release;
   return count_nonzero(src, h.numel, itemsize);
+}
+
+uint64_t count_ptr(uintptr_t ptr, uint64_t numel, int itemsize) {
+  if (itemsize != 1 && itemsize != 2 && itemsize != 4 && itemsize != 8)
+    throw nb::value_error("itemsize must be 1, 2, 4 or 8");
+  if (!ptr && numel) throw nb::value_error("null data pointer");
+  nb::gil_scoped_release release;
+  return count_nonzero(reinterpret_cast<const uint8_t*>(ptr), numel, itemsize);
 }
 
 }  // namespace
@@ -262,6 +314,11 @@ NB_MODULE(_bitmap, m) {
   m.def("decode", &decode, nb::arg("buf"), nb::arg("out"),
         "Validate `buf` and decode it into the C-contiguous CPU array `out`.");
   m.def("count_nonzero", &count, nb::arg("x"), nb::arg("itemsize"));
+  m.def("encode_ptr", &encode_ptr, nb::arg("ptr"), nb::arg("dtype_code"), nb::arg("shape"),
+        nb::arg("out").none() = nb::none(), "encode() for a C-contiguous CPU buffer at address `ptr` (internal).");
+  m.def("decode_ptr", &decode_ptr, nb::arg("buf"), nb::arg("ptr"), nb::arg("dtype_code"), nb::arg("shape"),
+        "decode() into a C-contiguous CPU buffer of that dtype and shape at address `ptr` (internal).");
+  m.def("count_nonzero_ptr", &count_ptr, nb::arg("ptr"), nb::arg("numel"), nb::arg("itemsize"));
   m.def(
       "encoded_size",
       [](uint64_t numel, uint64_t nnz, int itemsize) {
