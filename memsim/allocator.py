@@ -47,9 +47,17 @@ Allocators (:class:`AllocatorKind`):
     rounded up to 64 bytes. ``reserved`` approximates resident memory under glibc malloc: a block of at
     least the mmap threshold (128 KiB, glibc's ``DEFAULT_MMAP_THRESHOLD_MIN``) is its own ``mmap``, rounded
     up to 4 KiB pages with the chunk header and alignment slack, and goes back to the OS when freed;
-    a smaller block costs its size plus glibc's 8-byte chunk header, rounded up to 64 bytes, in the heap. This is a *lower bound*: glibc raises its
-    mmap threshold dynamically (up to 32 MiB) after large frees and does not return freed heap holes, so a
-    real process's resident memory can sit above it.
+    a smaller block costs its size plus glibc's 8-byte chunk header, rounded up to 64 bytes, in the heap.
+
+    Accuracy, measured on this project's machine (x86-64, glibc, torch 2.13.0+cpu, 2 threads): with the
+    mmap threshold fixed (``MALLOC_MMAP_THRESHOLD_=131072`` in the environment) the model's peak is within
+    0.3% of the peak resident-memory growth of a process making the same allocations with torch
+    (tests/test_allocator.py), and 3-10% below the measured growth over real training steps of
+    ResNet-18/50, MobileNetV2 and VGG16 at batch 8 (traced with memsim). With glibc's *default* settings the
+    model is a *lower bound*: after the first large free glibc raises its mmap threshold (up to 32 MiB),
+    later tensors come from the heap, and freed heap memory is fragmented and not returned; resident memory
+    then grew 19-79% more than with the fixed threshold (VGG16 19%, MobileNetV2 23%, ResNet-50 37%,
+    ResNet-18 79%). On a small CPU board, ``export MALLOC_MMAP_THRESHOLD_=131072`` before training avoids it.
 
 Example:
     >>> MiB = 1 << 20
