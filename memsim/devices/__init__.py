@@ -207,7 +207,11 @@ def _load_catalog_file(key: str) -> Device:
 
 
 def catalog() -> list[Device]:
-    """Every catalog device, sorted by name."""
+    """Every catalog device, sorted by name.
+
+    >>> all(d.budget_bytes > 0 for d in catalog())
+    True
+    """
     return [get(n) for n in names()]
 
 
@@ -216,6 +220,9 @@ def load_file(path: str | os.PathLike) -> Device:
 
     Raises InputError when the file is missing, is not TOML, or a field is missing or invalid; the
     message names the file, the field and the valid values.
+
+    >>> load_file("tests/data/example_device.toml").budget_bytes  # doctest: +SKIP
+    8164855808
     """
     p = Path(path)
     if not p.is_file():
@@ -267,6 +274,9 @@ def measure_torch_baseline_bytes(python: str | None = None) -> int:
 
     This is how :data:`TORCH_PROCESS_BASELINE_BYTES` was measured; run it on the target board to replace
     the catalog's x86 figure.
+
+    >>> measure_torch_baseline_bytes() // 2**20  # doctest: +SKIP
+    225
     """
     code = ("import torch\n"
             "x = torch.randn(64, 64, requires_grad=True); (x @ x).relu().sum().backward()\n"
