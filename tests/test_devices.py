@@ -126,6 +126,18 @@ def test_bad_budget_names_the_valid_units():
         devices.from_budget("4XB")
 
 
+# ---- this machine ----
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/meminfo")
+def test_host_device_reads_this_machine():
+    d = devices.host()
+    meminfo = dict(line.split(":") for line in Path("/proc/meminfo").read_text().splitlines())
+    total = int(meminfo["MemTotal"].split()[0]) * 1024
+    assert d.name == "host" and d.kind is DeviceKind.CPU and d.allocator is AllocatorKind.CPU
+    assert d.total_bytes <= total and d.budget_bytes > 0
+    assert 0 <= d.os_reserved_bytes < d.total_bytes  # other processes' use: it moves, so no exact check
+
+
 # ---- user device files ----
 
 def test_example_file_loads():

@@ -82,7 +82,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 needs the tomli ba
     import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = ["Device", "DeviceKind", "AllocatorKind", "names", "get", "catalog", "load_file", "from_budget",
-           "template", "measure_torch_baseline_bytes", "TORCH_PROCESS_BASELINE_BYTES"]
+           "template", "host", "measure_torch_baseline_bytes", "TORCH_PROCESS_BASELINE_BYTES"]
 
 # Resident memory of `python -c "import torch"` + a tiny matmul and backward (VmHWM), torch 2.13.0+cpu,
 # Python 3.11, x86-64, 2 threads, measured 2026-11-25 with measure_torch_baseline_bytes(): 230796 KiB.
@@ -258,6 +258,57 @@ def from_budget(budget: int | str, *, runtime_bytes: int | None = None) -> Devic
         notes="memory available to the training process (container or cgroup limit); no OS reserve",
         runtime_parts={"torch_process": runtime},
     )
+
+
+def host() -> Device:
+    """This machine as a CPU device, measured now (Linux; elsewhere only the total is known).
+
+    ``total_bytes`` is the RAM, or the container's memory limit (cgroup v2 ``memory.max``) when smaller;
+    ``os_reserved_bytes`` is what other processes use now (MemTotal − MemAvailable − this process's RSS);
+    ``runtime_bytes`` is :data:`TORCH_PROCESS_BASELINE_BYTES`.
+
+    >>> host().kind.value
+    'cpu'
+    """
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    used_by_others = 0
+    sources = {"total_memory": "os.sysconf: SC_PHYS_PAGES x SC_PAGE_SIZE"}
+    meminfo = _read_kib_fields("/proc/meminfo", ("MemTotal", "MemAvailable"))
+    own = _read_kib_fields("/proc/self/status", ("VmRSS",)).get("VmRSS", 0)
+    if "MemTotal" in meminfo and "MemAvailable" in meminfo:
+        total = meminfo["MemTotal"]
+        used_by_others = max(0, meminfo["MemTotal"] - meminfo["MemAvailable"] - own)
+        sources = {"total_memory": "/proc/meminfo MemTotal",
+                   "os_reserved": "/proc/meminfo MemTotal - MemAvailable - this process's VmRSS, at load time"}
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        limit = "max"
+    if limit.isdigit() and 0 < int(limit) < total:
+        total = int(limit)
+        used_by_others = 0  # the limit applies to this container's processes only
+        sources = {"total_memory": "cgroup v2 memory.max (container memory limit)"}
+    sources["runtime"] = "memsim.devices.TORCH_PROCESS_BASELINE_BYTES (python + torch resident size, measured)"
+    return Device(
+        name="host", display_name=f"this machine ({os.cpu_count()} CPUs)", kind=DeviceKind.CPU, total_bytes=total,
+        os_reserved_bytes=min(used_by_others, max(0, total - TORCH_PROCESS_BASELINE_BYTES - 1)), runtime_bytes=TORCH_PROCESS_BASELINE_BYTES,
+        allocator=AllocatorKind.CPU, cpu_cores=os.cpu_count(), sources=sources,
+        notes="measured when loaded; other programs' memory use changes",
+        runtime_parts={"torch_process": TORCH_PROCESS_BASELINE_BYTES},
+    )
+
+
+def _read_kib_fields(path: str, keys: tuple[str, ...]) -> dict[str, int]:
+    """``{key: bytes}`` for lines ``Key:   123 kB`` of a /proc file (missing file or keys are left out)."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path(path).read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in keys and rest.split():
+                out[key] = int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
 
 
 def template() -> str:
