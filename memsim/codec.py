@@ -356,18 +356,19 @@ def count_nonzero(x: Any) -> int:
 
 
 # Above this many elements size_curve encodes a representative tensor of this size instead of the full one.
-SIZE_CURVE_MAX_NUMEL = 1 << 20
+SIZE_CURVE_MAX_NUMEL = 1 << 16
 
 
 def size_curve(shape: Sequence[int], dtype: Any, sparsities: Iterable[float]) -> list[int]:
     """Encoded sizes (bytes) of a tensor of ``shape``/``dtype`` at each sparsity (fraction of zeros, 0..1).
 
-    Each size is measured by encoding a synthetic tensor with exactly ``numel - round(sparsity * numel)``
-    non-zeros at random positions with the native codec, so it equals
-    ``encoded_size(numel, nnz, dtype)``. Tensors of more than :data:`SIZE_CURVE_MAX_NUMEL` elements are
-    not materialised: a representative tensor of that many elements at the same sparsity is encoded and
-    checked against the size formula, and the formula gives the full size (the format's size depends only
-    on numel and nnz). Results are cached, so repeated calls from the simulator cost nothing.
+    Each size comes from encoding, with the native codec, a synthetic tensor with exactly
+    ``nnz = numel - round(sparsity * numel)`` non-zeros spread evenly, so it equals
+    ``encoded_size(numel, nnz, dtype)``. The format's size depends only on numel and nnz (not on the shape
+    or where the non-zeros are), so tensors of more than :data:`SIZE_CURVE_MAX_NUMEL` elements are not
+    materialised: a representative tensor of that many elements at the same sparsity is encoded, its size
+    checked against :func:`encoded_size`, and the formula gives the full size. Results are cached per
+    (numel, dtype, sparsities): the simulator can call this for every tensor of a model for microseconds.
 
     >>> size_curve((1024,), "float32", [0.0, 0.5, 1.0])
     [4288, 2240, 192]
@@ -379,33 +380,32 @@ def size_curve(shape: Sequence[int], dtype: Any, sparsities: Iterable[float]) ->
     bad = [s for s in sp if not 0.0 <= s <= 1.0]
     if bad:
         raise InputError(f"sparsities must be in [0, 1], got {bad}")
-    return list(_size_curve(shape_t, dtype_code(dtype), sp))
+    return list(_size_curve(math.prod(shape_t), dtype_code(dtype), sp))
 
 
-@functools.lru_cache(maxsize=4096)
-def _size_curve(shape: tuple[int, ...], code: DType, sparsities: tuple[float, ...]) -> tuple[int, ...]:
-    numel = math.prod(shape)
+@functools.lru_cache(maxsize=65536)
+def _size_curve(numel: int, code: DType, sparsities: tuple[float, ...]) -> tuple[int, ...]:
     sizes = []
     for s in sparsities:
         nnz = numel - round(s * numel)
         if numel <= SIZE_CURVE_MAX_NUMEL:
-            measured = _encode_synthetic(numel, nnz, code, shape)
-        else:
-            rep_numel = SIZE_CURVE_MAX_NUMEL
-            rep_nnz = rep_numel - round(s * rep_numel)
-            rep = _encode_synthetic(rep_numel, rep_nnz, code, (rep_numel,))
-            if rep != encoded_size(rep_numel, rep_nnz, code):
-                raise AssertionError("codec size differs from its documented formula")
-            measured = encoded_size(numel, nnz, code)
-        sizes.append(measured)
+            sizes.append(_encode_synthetic(numel, nnz, code))
+            continue
+        rep_numel = SIZE_CURVE_MAX_NUMEL
+        rep_nnz = rep_numel - round(s * rep_numel)
+        if _encode_synthetic(rep_numel, rep_nnz, code) != encoded_size(rep_numel, rep_nnz, code):
+            raise AssertionError("codec size differs from its documented formula")
+        sizes.append(encoded_size(numel, nnz, code))
     return tuple(sizes)
 
 
-def _encode_synthetic(numel: int, nnz: int, code: DType, shape: tuple[int, ...]) -> int:
-    rng = np.random.default_rng(numel * 1_000_003 + nnz)
+@functools.lru_cache(maxsize=4096)
+def _encode_synthetic(numel: int, nnz: int, code: DType) -> int:
+    """Encoded size of ``numel`` elements of which exactly ``nnz`` (evenly spread) are non-zero."""
     data = np.zeros(numel, dtype=_UINT_OF_SIZE[code.itemsize])
-    data[rng.choice(numel, size=nnz, replace=False)] = 1
-    return len(_bitmap.encode(data.reshape(shape), int(code)))
+    if nnz:
+        data[(np.arange(nnz, dtype=np.int64) * numel) // nnz] = 1
+    return len(_bitmap.encode(data, int(code)))
 
 
 def available_isas() -> list[Isa]:
