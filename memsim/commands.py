@@ -65,14 +65,35 @@ def _trace_workload(model_arg, batch_size, input_shape, optimizer, weights, scal
     model = w.build("meta")
     tr = memsim.trace(model, w.inputs(b, "meta"), loss_fn=w.loss_fn, optimizer=optimizer)
     tr.meta["model"] = w.name
+    scaled = None
     if scaling:
-        other = b + 1 if b == 1 else max(1, b // 2)
-        tr2 = memsim.trace(model, w.inputs(other, "meta"), loss_fn=w.loss_fn, optimizer=optimizer)
+        def at(batch):
+            return memsim.trace(model, w.inputs(batch, "meta"), loss_fn=w.loss_fn, optimizer=optimizer)
+
         try:
-            tr.attach_scaling(tr2)
+            scaled = tr.attach_scaling(at(b + 1 if b == 1 else max(1, b // 2)))
         except InputError as e:
-            tr.meta.setdefault("notes", []).append(f"no max batch size: {e}")
-    return w, tr
+            if b != 1:
+                tr.meta.setdefault("notes", []).append(f"no max batch size: {e}")
+            else:  # batch 1 often takes other code paths (squeezed dims): scale from batches 2 and 3
+                try:
+                    scaled = at(2).attach_scaling(at(3))
+                except InputError as e2:
+                    tr.meta.setdefault("notes", []).append(f"no max batch size: {e2}")
+    return w, tr, scaled
+
+
+def _simulate(tr, scaled, **kwargs):
+    """simulate() on ``tr``; when only another trace (``scaled``) knows how the step grows with the batch,
+    the max batch sizes come from it."""
+    import memsim
+
+    rep = memsim.simulate(tr, **kwargs)
+    if scaled is not None and scaled is not tr:
+        other = memsim.simulate(scaled, **kwargs)
+        for name, res in rep.results.items():
+            res.max_batch_size = other.results[name].max_batch_size
+    return rep
 
 
 def _sparsity_value(sparsity, w, batch_size):
@@ -125,9 +146,9 @@ def profile(model, device, device_file, budget, batch_size, input_shape, optimiz
 
     start = time.perf_counter()
     dev = _resolve_device(device, device_file, budget) or "jetson-nano"
-    w, tr = _trace_workload(model, batch_size, input_shape, optimizer, weights)
+    w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights)
     sp = _sparsity_value(sparsity, w, tr.batch_size)
-    rep = memsim.simulate(tr, device=dev, policy=policy, sparsity=sp, margin=margin)
+    rep = _simulate(tr, scaled, device=dev, policy=policy, sparsity=sp, margin=margin)
     if save_trace:
         tr.save(save_trace)
     if json_out == "-":
@@ -181,9 +202,9 @@ def check(model, device, device_file, budget, batch_size, input_shape, optimizer
         sp = None if sparsity == "none" else sparsity
         rep = memsim.simulate(tr, device=dev, policy=policy, sparsity=sp, margin=margin, batch_size=batch_size)
     else:
-        w, tr = _trace_workload(model, batch_size, input_shape, optimizer, weights)
+        w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights)
         sp = _sparsity_value(sparsity, w, tr.batch_size)
-        rep = memsim.simulate(tr, device=dev, policy=policy, sparsity=sp, margin=margin)
+        rep = _simulate(tr, scaled, device=dev, policy=policy, sparsity=sp, margin=margin)
     from memsim import report_text
 
     if json_out:

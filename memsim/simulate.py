@@ -5,7 +5,8 @@ The device's share: the allocator model rounds and caches the step's allocations
 OS take their part, and what is left is compared with the device's memory.
 
 ``device_peak_bytes = allocator reserved peak + runtime bytes + OS reserve``;
-``fits = device_peak_bytes <= budget_bytes * (1 - margin)`` with ``budget_bytes`` the device's memory.
+``fits``: replaying the step (twice, the second from the first one's cache) never fails to find memory
+within ``budget_bytes * (1 - margin)`` minus runtime and OS, the allocator freeing its cache as PyTorch does.
 
 Example:
     >>> rep = simulate(trace, device="jetson-nano", policy="bitmap", sparsity=0.5)   # doctest: +SKIP
@@ -93,7 +94,8 @@ class Report:
     peak_bytes = property(lambda self: self.main.peak_bytes, doc="Peak live tensor bytes under the policy.")
     device_peak_bytes = property(lambda self: self.main.device_peak_bytes,
                                  doc="Peak bytes the device needs: allocator reserved + runtime + OS.")
-    fits = property(lambda self: self.main.fits, doc="device_peak_bytes <= budget_bytes * (1 - margin).")
+    fits = property(lambda self: self.main.fits,
+                    doc="The step's allocations fit within the budget (after margin, runtime and OS).")
     headroom_bytes = property(lambda self: self.main.headroom_bytes, doc="budget − device peak (bytes).")
     max_batch_size = property(lambda self: self.main.max_batch_size,
                               doc="Largest batch that fits under the policy (None without batch scaling).")
@@ -198,16 +200,10 @@ def resolve_device(device) -> "devices.Device":
     """A Device from a catalog name, a Device, or None (no device: an unlimited budget is not useful, so
     None means the host's own memory)."""
     if device is None:
-        return devices.get("host") if "host" in devices.names() else devices.from_budget(_host_memory_bytes())
+        return devices.host()
     if isinstance(device, str):
         return devices.get(device)
     return device
-
-
-def _host_memory_bytes() -> int:
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def simulate(trace: Trace, device="jetson-nano", policy="none", sparsity=None, *, margin: float = 0.0,
@@ -243,22 +239,30 @@ def simulate(trace: Trace, device="jetson-nano", policy="none", sparsity=None, *
                   batch_size=batch_size or trace.batch_size, margin=float(margin), sparsity=model.label)
 
 
-def _device_cost(costed: CostedTimeline, dev) -> tuple[int, int, int]:
-    """(allocated peak, reserved peak, device peak) in bytes for a costed timeline on ``dev``."""
-    res = allocator_model.replay(costed.allocation_events(), dev.allocator)
-    device_peak = int(res.peak_reserved_bytes) + int(dev.runtime_bytes) + int(dev.os_reserved_bytes)
-    return int(res.peak_allocated_bytes), int(res.peak_reserved_bytes), device_peak
+def _device_cost(costed: CostedTimeline, dev, usable: int) -> tuple[int, int, int, bool]:
+    """(allocated peak, reserved peak, device peak, fits) in bytes for a costed timeline on ``dev``.
+
+    The allocator replays two steps back to back (the second starts from the first one's cache, as in a
+    training loop) with the memory left for it after runtime and OS as its capacity: like PyTorch, the
+    CUDA model frees cached segments before giving up, so a step fits when no request fails.
+    """
+    fixed = int(dev.runtime_bytes) + int(dev.os_reserved_bytes)
+    capacity = usable - fixed
+    res = allocator_model.replay(costed.allocation_events(), dev.allocator, capacity_bytes=capacity if capacity > 0 else None,
+                                 steps=2)
+    device_peak = int(res.peak_reserved_bytes) + fixed
+    return int(res.peak_allocated_bytes), int(res.peak_reserved_bytes), device_peak, res.fits and capacity > 0
 
 
 def _evaluate(trace, dev, policy, model, margin, batch_size, search) -> PolicyResult:
     costed = apply_policy(trace, policy, model, batch_size)
-    allocated, reserved, device_peak = _device_cost(costed, dev)
     usable = int(dev.total_bytes * (1.0 - margin))
+    allocated, reserved, device_peak, fits = _device_cost(costed, dev, usable)
     bandwidth = float(getattr(dev, "bandwidth_bytes_per_s", 0) or 0)
     codec_seconds = 2 * costed.codec_bytes / (CODEC_BANDWIDTH_FRACTION * bandwidth) if bandwidth else 0.0
     best = _max_batch(trace, dev, policy, model, usable, reserved / max(costed.peak_bytes, 1)) if search else None
     return PolicyResult(policy=policy, costed=costed, peak_bytes=costed.peak_bytes, allocated_bytes=allocated,
-                        reserved_bytes=reserved, device_peak_bytes=device_peak, fits=device_peak <= usable,
+                        reserved_bytes=reserved, device_peak_bytes=device_peak, fits=fits,
                         headroom_bytes=usable - device_peak, max_batch_size=best,
                         extra_flops=int(costed.extra_flops), codec_seconds=codec_seconds,
                         lossy=not policy.lossless)
@@ -277,7 +281,7 @@ def _max_batch(trace, dev, policy, model, usable, overhead: float) -> int:
         return apply_policy(trace, policy, model, b).peak_bytes * overhead + fixed <= usable
 
     def fits(b: int) -> bool:
-        return _device_cost(apply_policy(trace, policy, model, b), dev)[2] <= usable
+        return _device_cost(apply_policy(trace, policy, model, b), dev, usable)[3]
 
     return _boundary(fits, max(_largest(proxy_fits), 1))
 
