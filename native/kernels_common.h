@@ -82,6 +82,16 @@ inline bool decode_scalar_from(const uint8_t* bitmap, const uint8_t* vals, uint6
       std::memcpy(d, vals + k * E, 64 * E);
     } else if (m == 0) {
       std::memset(d, 0, cnt * E);
+    } else if (nnz - k > cnt) {
+      // Branch-free (the bits are unpredictable): reads the slot at k even for a zero bit, which stays
+      // below k + cnt < nnz, so never past the stored values.
+      for (uint64_t j = 0; j < cnt; ++j) {
+        const uint64_t bit = (m >> j) & 1;
+        const T v = load_as<T>(vals + k * E) & static_cast<T>(-static_cast<int64_t>(bit));
+        store_as<T>(d + j * E, v);
+        k += bit;
+      }
+      continue;
     } else {
       for (uint64_t j = 0; j < cnt; ++j) {
         T v = 0;
