@@ -167,9 +167,18 @@ def command(size_mb: int, repeat: int, isa_name: str | None) -> None:
     """Encode/decode speed (GB/s) of the native codec vs numpy and a plain copy, and encoded sizes."""
     import torch
 
+    previous_threads, previous_isa = torch.get_num_threads(), codec.isa()
     torch.set_num_threads(1)
     if isa_name:
         codec.set_isa(isa_name)
+    try:
+        _run(size_mb, repeat)
+    finally:
+        codec.set_isa(previous_isa)
+        torch.set_num_threads(previous_threads)
+
+
+def _run(size_mb: int, repeat: int) -> None:
     rng = np.random.default_rng(0)
     click.echo(f"memsim codec benchmark: {size_mb} MiB per tensor, best of {repeat}, one thread, "
                f"kernels {codec.isa().value} (available: {', '.join(i.value for i in codec.available_isas())}), "
