@@ -30,20 +30,56 @@ def _describe_failure(e: BaseException, phase: Phase, rec) -> str:
     return f"the {phase.value} pass failed {where}: {kind}: {cause}{hint}"
 
 
+def _known_optimizer_state(opt) -> bool:
+    """Create the state torch's SGD/Adam/AdamW make on their first step directly (same tensors, same
+    shapes and dtypes, without running a step); False for other optimizers."""
+    import torch
+    from torch.optim.optimizer import _get_scalar_dtype
+
+    kind = type(opt)
+    if kind is torch.optim.SGD:
+        for group in opt.param_groups:
+            if group["momentum"] != 0:
+                for p in group["params"]:
+                    if p.requires_grad:   # SGD clones the first gradient, which has the parameter's layout
+                        opt.state[p]["momentum_buffer"] = torch.empty_like(p, memory_format=torch.preserve_format)
+        return True
+    if kind in (torch.optim.Adam, torch.optim.AdamW):
+        for group in opt.param_groups:
+            for p in group["params"]:
+                if not p.requires_grad:
+                    continue
+                state = opt.state[p]
+                on_device = group.get("capturable") or group.get("fused")
+                state["step"] = (torch.zeros((), dtype=_get_scalar_dtype(is_fused=group.get("fused")),
+                                             device=p.device) if on_device
+                                 else torch.tensor(0.0, dtype=_get_scalar_dtype()))
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if group.get("amsgrad"):
+                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return True
+    return False
+
+
 def _create_optimizer_state(opt, params: list, rec) -> None:
-    """Make the optimizer create its state as a real first step would, without a forward/backward:
-    give every trainable parameter a zero gradient, step, and drop the gradients."""
+    """Make the optimizer state a real first step would make. torch's SGD/Adam/AdamW get it directly; any
+    other optimizer runs one unrecorded step with zero gradients for every trainable parameter."""
     import torch
 
     rec.quiet = True
-    with rec, torch.no_grad():
-        for p in params:
-            if p.requires_grad:
-                p.grad = torch.zeros_like(p)
-    with rec:
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    rec.quiet = False
+    try:
+        with rec:
+            if _known_optimizer_state(opt):
+                return
+            with torch.no_grad():
+                for p in params:
+                    if p.requires_grad:
+                        p.grad = torch.zeros_like(p)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    finally:
+        rec.quiet = False
 
 
 def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd", target: str = "cpu") -> Trace:
@@ -76,8 +112,6 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
         12068008
     """
     import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     from memsim import __version__
     from memsim.tracing.fake import fake_inputs, fake_model
     from memsim.tracing.graph import walk_graph
@@ -89,9 +123,9 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
     inputs = step_mod.as_input_tuple(inputs)
     loss_fn = loss_fn or step_mod.default_loss
 
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    fmodel = fake_model(model, fake_mode)
-    finputs = fake_inputs(inputs, fake_mode)
+    rec = Recorder(rules_for(tgt))      # the fake mode that also records
+    fmodel = fake_model(model, rec)
+    finputs = fake_inputs(inputs, rec)
 
     param_names: dict[int, str] = {}
     for name, p in fmodel.named_parameters(remove_duplicate=False):
@@ -104,12 +138,10 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
         module_paths.setdefault(id(m), name)
     params = list(fmodel.parameters())
 
-    rec = Recorder(rules_for(tgt))
     rec.param_module = {pid: n.rpartition(".")[0] for pid, n in param_names.items()}
     try:
         opt = step_mod.make_optimizer(opt_spec, params)
-        with fake_mode:
-            _create_optimizer_state(opt, params, rec)
+        _create_optimizer_state(opt, params, rec)
     except MemsimError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -142,7 +174,7 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
     got_grad: set[int] = set()
     grad_entries: dict[int, str] = {}
     try:
-        with fake_mode, rec:
+        with rec:
             rec.phase = Phase.FORWARD
             try:
                 out = fmodel(*finputs)
