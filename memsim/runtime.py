@@ -284,11 +284,16 @@ class _Hooks:
         # id(ReLU node) -> StorageWeakRef of its result: nodes whose own result was already packed
         self.mask_nodes_seen: dict = {}
         self._inserts = 0
+        # (entry, candidate, key, flat) of the previous pack, when it may need only a mask (see settle)
+        self._pending = None
+        self._probe, self._probe_hit = None, False
 
     # -- pack ---------------------------------------------------------------------------------------
     def pack(self, t):
         import torch
 
+        if self._pending is not None:
+            self.settle(t)
         reason = self._skip_reason(t, torch)
         if reason is not None:
             if self.stats is not None:
@@ -302,18 +307,22 @@ class _Hooks:
         else:
             key = (storage.data_ptr(), storage.nbytes(), t._version, t.dtype, t.storage_offset(),
                    tuple(t.shape), tuple(t.stride()))
-        need = _MASK if self._is_own_relu_result(t) else _EXACT
         found = self.entries.get(key)
         entry = found[0]() if found is not None else None
         if entry is not None and found[1].expired():
             entry = None
-        flat = None
+        need = _EXACT
         if entry is None:
+            from memsim.runtime_store import Dense
+
             flat = self._flat(t, whole)
             entry = _Entry()
-            if need == _MASK:
-                entry.mask = self._encode_mask(flat)
-                kind_reason = ("bits", Reason.COMPRESSED)
+            candidate = self._mask_candidate(t)
+            if candidate is not None:
+                # maybe only a mask is needed: the next pack call tells (see settle); until then the dense
+                # tensor is held, which costs nothing extra: the op running next still uses it
+                entry.exact, kind_reason, need = Dense(flat), ("dense", Reason.NOT_SMALLER), _MASK
+                self._pending = (entry, candidate, key, flat)
             else:
                 entry.exact, kind_reason = self._encode_exact(flat, t.grad_fn is None)
             self._remember(key, entry, storage)
@@ -323,18 +332,82 @@ class _Hooks:
                                            kind_reason[1].value)
                 self.stats.records.append(entry.record)
         else:
-            if need == _EXACT and entry.exact is None:
-                flat = self._flat(t, whole)
-                entry.exact, kind_reason = self._encode_exact(flat, t.grad_fn is None)
+            if entry.exact is None:  # held only as a mask so far; this saver needs the values
+                entry.exact, kind_reason = self._encode_exact(self._flat(t, whole), t.grad_fn is None)
                 entry.mask = None  # the exact copy answers mask users too
-                if entry.record is not None:
-                    entry.record.stored_bytes = entry.nbytes
-                    entry.record.kind, entry.record.reason = kind_reason[0], kind_reason[1].value
+                self._update_record(entry, kind_reason)
             if entry.record is not None:
                 entry.record.savers += 1
-        if whole:
-            return _Packed(entry, tuple(t.shape), tuple(t.stride()), 0, need, True)
-        return _Packed(entry, tuple(t.shape), tuple(t.stride()), 0, need, False)
+        return _Packed(entry, tuple(t.shape), tuple(t.stride()), 0, need, whole)
+
+    def settle(self, next_t) -> None:
+        """Decide the pending candidate of the previous pack call, knowing the tensor packed next
+        (``None`` at the end of the block).
+
+        - A ReLU's own result: if the next pack saves the same storage (the next layer keeps the values
+          anyway), encode it exactly now; otherwise 1 bit per element.
+        - A fresh clone: in-place hardtanh (ReLU6) saves ``self.clone()`` right before running, and its
+          backward only compares it with min/max. The next tensor packed is usually the hardtanh's result
+          (or a view of it): its graph leads to a HardtanhBackward0 whose input edge is the clone's input
+          edge. Reading that node's saved ``self`` through our unpack hook proves it holds this very entry;
+          then 1 bit per element. Otherwise (a user's clone) exact.
+
+        Both proofs go through the saving node itself (:meth:`_saved_by`), so a save made under other hooks
+        is never mistaken for ours.
+        """
+        entry, candidate, key, flat = self._pending
+        self._pending = None
+        kind, detail = candidate
+        mask = None
+        if kind == "relu":
+            same = (next_t is not None and next_t.untyped_storage().data_ptr() == key[0]
+                    and next_t._version == key[2])
+            if not same and self._saved_by(detail, "_saved_result", entry):
+                mask = self._relu_mask(flat)
+        elif next_t is not None:
+            node = _find_hardtanh(next_t.grad_fn, detail)
+            if node is not None and self._saved_by(node, "_saved_self", entry):
+                mask = self._hardtanh_mask(flat, node._saved_min_val, node._saved_max_val)
+        if mask is not None:
+            entry.mask, entry.exact = mask, None
+            self._update_record(entry, ("bits", Reason.COMPRESSED))
+        else:
+            entry.exact, kind_reason = self._encode_exact(flat, False)
+            self._update_record(entry, kind_reason)
+
+    def _saved_by(self, node, attribute: str, entry) -> bool:
+        """True when ``node``'s saved tensor ``attribute`` is held by ``entry`` (reading the attribute calls
+        the unpack hook of whoever packed it; ours answers with an empty tensor and notes the entry). This
+        rules out a save made under other hooks (a nested block, the user's own saved_tensors_hooks)."""
+        self._probe, self._probe_hit = entry, False
+        try:
+            getattr(node, attribute)
+        except RuntimeError:  # already freed by a backward
+            return False
+        finally:
+            self._probe = None
+        return self._probe_hit
+
+    @staticmethod
+    def _update_record(entry, kind_reason) -> None:
+        if entry.record is not None:
+            entry.record.stored_bytes = entry.nbytes
+            entry.record.kind, entry.record.reason = kind_reason[0], kind_reason[1].value
+
+    def _mask_candidate(self, t):
+        """("relu", None) for a ReLU saving its own result, ("clone", input node) for a fresh clone that an
+        in-place hardtanh may be saving, else None. Only under a mask policy, floating tensors, no views."""
+        if not self.policy.uses_mask or t._base is not None or not t.is_floating_point():
+            return None
+        node = t.grad_fn
+        name = type(node).__name__ if node is not None else ""
+        if name in _MASK_RESULT_NODES:
+            return ("relu", node) if self._is_own_relu_result(t) else None
+        if name == "CloneBackward0" and t._version == 0 and node.next_functions:
+            source = node.next_functions[0][0]
+            if source is not None:
+                return ("clone", source)
+        return None
 
     def _skip_reason(self, t, torch):
         base = t._base if t._base is not None else t
@@ -380,11 +453,7 @@ class _Hooks:
         """True when this pack is the ReLU node saving its own result (the first pack of a tensor whose
         grad_fn is that node: autograd saves a result right after creating the node, before any other op
         can see the tensor). Later packs of the same tensor come from other ops and need exact values."""
-        if not self.policy.uses_mask:
-            return False
         node = t.grad_fn
-        if node is None or type(node).__name__ not in _MASK_RESULT_NODES:
-            return False
         seen = self.mask_nodes_seen.get(id(node))
         if seen is not None and not seen.expired():
             return False
@@ -392,7 +461,7 @@ class _Hooks:
         self._inserts += 1
         if self._inserts % 4096 == 0:  # forget nodes whose result storage died (their tensors are gone)
             self.mask_nodes_seen = {k: v for k, v in self.mask_nodes_seen.items() if not v.expired()}
-        return t._base is None and t.is_floating_point()
+        return True
 
     def _remember(self, key, entry, storage):
         import weakref
@@ -413,7 +482,8 @@ class _Hooks:
                     and str(flat.dtype).replace("torch.", "") in _NATIVE_DTYPES)
         return self.backend is Backend.NATIVE and str(flat.dtype).replace("torch.", "") in _NATIVE_DTYPES
 
-    def _encode_mask(self, flat):
+    @staticmethod
+    def _relu_mask(flat):
         import torch
 
         from memsim.runtime_store import Bits
@@ -421,6 +491,21 @@ class _Hooks:
         # bit = not (x <= 0): exactly the elements threshold_backward lets the gradient through (NaN too)
         return Bits.encode(flat.le(0), torch.ones((), dtype=flat.dtype, device=flat.device),
                            torch.zeros((), dtype=flat.dtype, device=flat.device), invert=True)
+
+    @staticmethod
+    def _hardtanh_mask(flat, lo: float, hi: float):
+        """Bits for hardtanh_backward, which zeroes the gradient where ``x <= lo or x >= hi``; None when
+        no value of the dtype lies strictly between ``lo`` and ``hi`` to stand for "inside"."""
+        import torch
+
+        from memsim.runtime_store import Bits
+
+        zero = torch.tensor(lo, dtype=flat.dtype, device=flat.device)
+        one = torch.tensor((lo + hi) / 2, dtype=flat.dtype, device=flat.device)
+        if not (float(zero) == lo and lo < float(one) < hi):
+            return None
+        outside = flat.le(lo).logical_or_(flat.ge(hi))
+        return Bits.encode(outside, one, zero, invert=True)
 
     def _encode_exact(self, flat, source_is_leaf: bool = True):
         """The smallest exact representation of ``flat`` allowed by the policy, and (kind, reason)."""
@@ -472,10 +557,12 @@ class _Hooks:
         return Bits.encode(bits.ne(0), one, torch.zeros((), dtype=flat.dtype, device=flat.device))
 
     # -- unpack -----------------------------------------------------------------------------------------
-    @staticmethod
-    def unpack(packed):
+    def unpack(self, packed):
         import torch
 
+        if self._probe is not None:  # a _saved_by question, not a backward
+            self._probe_hit = self._probe_hit or (isinstance(packed, _Packed) and packed.entry is self._probe)
+            return torch.empty(0)
         if isinstance(packed, torch.Tensor):
             return packed
         flat = packed.entry.restore(packed.need)
@@ -485,6 +572,23 @@ class _Hooks:
         if tuple(out.stride()) != packed.stride and _dense_layout_of(packed.size, packed.stride):
             out = torch.empty_strided(packed.size, packed.stride, dtype=out.dtype, device=out.device).copy_(out)
         return out
+
+
+def _find_hardtanh(start, source, depth: int = 3):
+    """A HardtanhBackward0 node whose input edge is ``source``, searched from ``start`` back through at
+    most ``depth`` levels of the graph (the next layer may save a view of the hardtanh's result)."""
+    frontier = [start]
+    for _ in range(depth):
+        nxt = []
+        for node in frontier:
+            if node is None:
+                continue
+            if (type(node).__name__ == "HardtanhBackward0" and node.next_functions
+                    and node.next_functions[0][0] is source):
+                return node
+            nxt.extend(f for f, _ in node.next_functions[:2])
+        frontier = nxt[:8]
+    return None
 
 
 def _dense_layout_of(size, stride) -> bool:
@@ -563,13 +667,19 @@ class compressed_activations:
             raise RuntimeError("this compressed_activations block is already active; make a new one")
         _require_native_codec(self.backend)
         hooks = _Hooks(self.policy, self.min_bytes, self.backend, self._exclude_keys(), self.stats)
+        self._hooks = hooks
         self._hooks_cm = torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack)
         self._hooks_cm.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         cm, self._hooks_cm = self._hooks_cm, None
-        cm.__exit__(*exc)
+        hooks, self._hooks = self._hooks, None
+        try:
+            if hooks._pending is not None:
+                hooks.settle(None)
+        finally:
+            cm.__exit__(*exc)
 
 
 def _native_codec_available() -> bool:

@@ -14,7 +14,8 @@ import memsim
 import models_zoo
 from memsim.errors import InputError
 from memsim.runtime import Backend, Policy, Reason, _Hooks, compressed_activations
-from memsim.runtime_store import NarrowInt, TorchBitmap, _pack_bool_torch, narrow_dtype, pack_bool, unpack_bool
+from memsim.runtime_store import (Bits, NarrowInt, TorchBitmap, _pack_bool_torch, _unpack_bool_torch,
+                                  narrow_dtype, pack_bool, unpack_bool)
 
 
 def _no_hooks_left() -> bool:
@@ -383,6 +384,12 @@ def test_store_helpers():
         assert torch.equal(unpack_bool(pack_bool(pred), n), pred)
         assert torch.equal(unpack_bool(pack_bool(pred, invert=True), n), ~pred)
         assert torch.equal(_pack_bool_torch(pred), pack_bool(pred))  # the CUDA path, same bytes
+        assert torch.equal(_unpack_bool_torch(pack_bool(pred), n), pred)
+    pred = torch.rand(1000) > 0.5
+    for one, zero in [(1.0, 0.0), (3.0, 0.0), (3.0, -1.0), (float("inf"), 0.0), (1.0, -0.0)]:
+        got = Bits.encode(pred, torch.tensor(one), torch.tensor(zero)).restore()
+        want = torch.where(pred, torch.tensor(one), torch.tensor(zero))
+        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), (one, zero)
     x = torch.relu(torch.randn(1001))
     rep = TorchBitmap.encode(x)
     assert torch.equal(rep.restore(), x) and rep.nbytes == TorchBitmap.encoded_size(x, int(x.count_nonzero()))
@@ -472,3 +479,53 @@ def test_cuda_training_is_bit_identical_and_smaller():
     stats = holder[-1].stats
     assert stats.compressed_bytes < stats.dense_bytes
     assert all(r.kind != "bitmap" or r.stored_bytes < r.dense_bytes for r in stats.records)
+
+
+def test_inplace_relu6_clone_is_stored_as_bits():
+    """ReLU6(inplace) saves a full-size clone of its input that hardtanh_backward only compares with 0
+    and 6: under a mask policy it is stored as 1 bit per element (MobileNetV2 has one per block)."""
+    torch.manual_seed(10)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6(inplace=True),
+                          nn.Conv2d(16, 8, 3, padding=1), nn.ReLU6(inplace=True), nn.Flatten(),
+                          nn.Linear(8 * 16 * 16, 10))
+    x = torch.randn(4, 3, 16, 16) * 3
+    plain = _train(model, x, contextlib.nullcontext, steps=2)
+    got = []
+
+    def ctx():
+        cm = compressed_activations("bitmap+mask", min_bytes=0, collect_stats=True)
+        got.append(cm)
+        return cm
+
+    _assert_bit_identical(plain, _train(model, x, ctx, steps=2))
+    clones = [r for r in got[-1].stats.records if r.producer == "CloneBackward0"]
+    assert len(clones) == 2 and all(r.kind == "bits" for r in clones)
+    assert all(r.stored_bytes * 8 < r.dense_bytes for r in clones)
+
+
+def test_user_clones_keep_their_values():
+    """A user's clone looks like ReLU6's at pack time; it must stay exact, also when the hardtanh's own
+    clone went to other hooks (the probe of the node's saved tensor tells them apart)."""
+    torch.manual_seed(11)
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(2, 3, 16, 16) * 4
+
+    def forward(user_hooks_inside):
+        h = conv(x)
+        c = h.clone()
+        s = c.sin()  # saves c: needs its values
+        inner = (torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t) if user_hooks_inside
+                 else contextlib.nullcontext())
+        with inner:
+            torch.nn.functional.relu6(h, inplace=True)
+        return (s * h).sum() + (h * 2).sum()
+
+    for user_hooks_inside in (False, True):
+        conv.zero_grad()
+        forward(user_hooks_inside).backward()
+        expected = [p.grad.clone() for p in conv.parameters()]
+        conv.zero_grad()
+        with compressed_activations("bitmap+mask", min_bytes=0):
+            loss = forward(user_hooks_inside)
+        loss.backward()
+        assert all(torch.equal(a, p.grad) for a, p in zip(expected, conv.parameters()))
