@@ -13,6 +13,10 @@ from memsim.categories import Category, Phase
 from memsim.timeline import OpRecord
 
 
+#: Answer repeated ops from memsim's shape-keyed cache in front of FakeTensorMode's (switch off to compare).
+FAST_CACHE = True
+
+
 class StorageEntry:
     """A storage seen during tracing (mutable; becomes a :class:`memsim.timeline.TensorRecord`)."""
 
@@ -86,6 +90,55 @@ def make_recorder_class():
     except ImportError:  # pragma: no cover - older torch
         flop_registry = {}
 
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    cpu = torch.device("cpu")
+    meta_empty = torch.empty_strided
+    # In-place ops that change their tensor's shape or strides: never answered from the fast cache.
+    reshaping = {"resize_", "resize_as_", "set_", "as_strided_", "squeeze_", "unsqueeze_", "transpose_",
+                 "t_", "swapdims_", "swapaxes_", "detach_", "resize_as_sparse_"}
+    kinds: dict = {}
+
+    def op_kind(func):
+        """"fresh" (returns new tensors only), "inplace" (mutates and returns its first argument) or None."""
+        kind = kinds.get(func, 0)
+        if kind != 0:
+            return kind
+        kind = None
+        try:
+            schema = func._schema
+            rets = schema.returns
+            tensor_rets = all(str(r.type) == "Tensor" for r in rets) and len(rets) > 0
+            written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+            aliased = [a for a in schema.arguments if a.alias_info is not None]
+            if tensor_rets and not aliased and all(r.alias_info is None for r in rets):
+                kind = "fresh"
+            elif (tensor_rets and len(rets) == 1 and len(written) == 1 and written == aliased[:1]
+                  and schema.arguments[0] is written[0] and rets[0].alias_info is not None
+                  and schema.name.split("::")[-1] not in reshaping and not schema.overload_name.startswith("out")):
+                kind = "inplace"
+        except Exception:  # noqa: BLE001 - unknown schema shape: slow path
+            kind = None
+        kinds[func] = kind
+        return kind
+
+    def arg_key(a):
+        if isinstance(a, torch.Tensor):
+            if type(a) is not FakeTensor:
+                raise KeyError
+            return (a.shape, a.stride(), a.dtype, a.storage_offset())
+        if isinstance(a, (list, tuple)):
+            return tuple(arg_key(x) for x in a)
+        hash(a)
+        return a
+
+    def storage_matches(t) -> bool:
+        if t.storage_offset() != 0:
+            return False
+        n = t.numel()
+        need = 0 if n == 0 else (1 + sum((sz - 1) * st for sz, st in zip(t.shape, t.stride()))) * t.element_size()
+        return t.untyped_storage().nbytes() == need
+
     class Recorder(FakeTensorMode):
         """A FakeTensorMode (fake CPU tensors) that records ops and storages; see the module docstring.
         ``rules`` adds backend workspaces."""
@@ -93,6 +146,7 @@ def make_recorder_class():
         def __init__(self, rules=None):
             super().__init__(allow_non_fake_inputs=True)
             self._depth = 0
+            self._fast: dict = {}
             self.ops: list[OpRecord] = []
             self.entries: list[StorageEntry] = []
             self.live: dict[int, int] = {}           # storage address -> entry index
@@ -159,6 +213,42 @@ def make_recorder_class():
             if len(self.module_stack) > 1:
                 self.module_stack.pop()
 
+        # ---- a cache in front of FakeTensorMode's ----
+        def _fast_dispatch(self, func, types, args, kwargs):
+            """Answer a repeated op from a small cache keyed on shapes (much cheaper than FakeTensorMode's
+            general cache key); the first call of each key goes through FakeTensorMode and is checked."""
+            kind = op_kind(func) if FAST_CACHE else None
+            if kind is None:
+                return fake_dispatch(self, func, types, args, kwargs)
+            try:
+                key = (func, arg_key(args), arg_key(tuple(sorted(kwargs.items()))) if kwargs else None)
+            except (KeyError, TypeError):
+                return fake_dispatch(self, func, types, args, kwargs)
+            hit = self._fast.get(key)
+            if hit is not None:
+                if hit is True:
+                    return args[0]
+                outs = [FakeTensor(self, meta_empty(shape, stride, dtype=dtype, device="meta"), cpu)
+                        for shape, stride, dtype in hit[1]]
+                return tuple(outs) if hit[0] else outs[0]
+            out = fake_dispatch(self, func, types, args, kwargs)
+            if kind == "inplace":
+                first = args[0]
+                if out is first:
+                    self._fast[key] = True
+                return out
+            many = isinstance(out, tuple)
+            outs = out if many else (out,)
+            if all(type(t) is FakeTensor and t.fake_mode is self and t.device == cpu and storage_matches(t)
+                   for t in outs):
+                # Some schemas say "fresh" but alias (aten._unsafe_view): never cache those ops.
+                inputs = {t.untyped_storage()._cdata for t in _tensors(args, [])}
+                if any(t.untyped_storage()._cdata in inputs for t in outs):
+                    kinds[func] = None
+                else:
+                    self._fast[key] = (many, [(t.shape, t.stride(), t.dtype) for t in outs])
+            return out
+
         # ---- the mode ----
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func is local_scalar:
@@ -185,7 +275,7 @@ def make_recorder_class():
                 entries[i].uses.append(index)
             self._depth += 1
             try:
-                out = fake_dispatch(self, func, types, args, kwargs)
+                out = self._fast_dispatch(func, types, args, kwargs)
             except Exception as e:  # noqa: BLE001 - re-raised with where it happened
                 raise OpFailed(name, module, e) from e
             finally:
