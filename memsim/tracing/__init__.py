@@ -1,13 +1,15 @@
 """Trace one training step of a PyTorch model without running it: ``memsim.tracing.trace``.
 
-How: the model is deep-copied onto FakeTensorMode's fake CPU tensors (parameters and buffers are swapped
-through deepcopy's memo, so real weights are never copied); the optimizer state is created by one
-unrecorded step with zero gradients; then one steady-state step runs under a TorchDispatchMode
-(:mod:`memsim.tracing.recorder`) that records every aten op (name, phase, module path, FLOPs) and every storage
-once (views and in-place results share a storage), with its birth at the op that made it and its death when
-the storage object is freed (a weakref callback, so cost grows with ops, not live tensors). Before backward
-the autograd graph is walked (:mod:`memsim.tracing.graph`) to learn which storages each node saves. Backend
-rules (:mod:`memsim.tracing.cpu`) add the scratch memory real CPU kernels allocate inside one op.
+How: the model is copied onto fake CPU tensors (FakeTensorMode; parameters and buffers are swapped through
+deepcopy's memo, so real weights are never copied, and meta-device models work); the optimizer state is
+created as torch's first step would create it; then one steady-state step runs under a recording
+FakeTensorMode subclass (:mod:`memsim.tracing.recorder`) that logs every aten op the program dispatches
+(name, phase, module path, FLOPs) and every storage once (views and in-place results share a storage), born
+at the op that made it and dead when the storage object is freed (a weakref callback, so cost grows with
+ops, not with live tensors). Repeated ops are answered from a shape-keyed cache in front of FakeTensorMode's
+own. Before backward the autograd graph is walked (:mod:`memsim.tracing.graph`) to learn which storages each
+node saves. Backend rules (:mod:`memsim.tracing.cpu`) add what real CPU kernels allocate beyond their
+outputs (oneDNN convolution scratch, oneDNN LSTM workspaces).
 
 Recorded semantics (what a simulator must know):
     * Parameters, buffers, inputs and optimizer state have ``birth=0`` and ``death=n_ops-1``.
@@ -17,6 +19,11 @@ Recorded semantics (what a simulator must know):
     * Workspaces (``Category.WORKSPACE``) have ``birth == death`` = the op whose kernel allocates them.
     * Storages saved for backward are ``ACTIVATION`` with ``saved_by`` = graph node ids; the model output and
       the loss are ``OUTPUT`` unless saved; everything else made during the step is ``TEMPORARY``.
+    * A storage is born at the op that allocated it and dies at the last op before its storage is freed;
+      memory at op ``i`` counts everything alive while op ``i`` runs (inputs, outputs, its workspace), which
+      is also when the profiler sees the real peak.
+    * ``OpRecord`` is one op the program dispatched (the fake mode's own decompositions are folded into it);
+      ``TensorRecord.uses`` lists the ops that read the storage.
 
 Known limitations:
     * Values are not known: ``.item()`` / ``bool(tensor)`` on a traced tensor read 1 (True), so value-dependent
@@ -31,6 +38,10 @@ Known limitations:
     * Only the CPU kernels' hidden allocations that have a rule in :mod:`memsim.tracing.cpu` are predicted;
       sizes of multi-threaded kernel scratch depend on the thread count of the measuring machine.
     * Python garbage (reference cycles) is assumed freed when the last reference goes, as refcounting does.
+    * CPU rules were measured with torch 2.13's oneDNN on x86-64 (channels blocked by 8 for fp32); other
+      CPUs/ISAs may block differently. Channels-last, fp16/bf16, transposed and 3-D/5-D convolutions, and
+      the non-oneDNN (``slow_conv2d``) path have no workspace rule yet (their scratch is not predicted).
+    * Scalars the CPU kernels create internally (a few bytes per op) are not counted.
 """
 from __future__ import annotations
 
