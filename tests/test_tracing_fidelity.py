@@ -102,3 +102,14 @@ def test_workspace_rules_matter_for_convolutions():
     peak_ws = sum(t.nbytes for t in tr.timeline.live_at(tr.timeline.peak_index)
                   if t.category == memsim.Category.WORKSPACE)
     assert peak_ws > 0.05 * tr.peak_bytes
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_batch_one_takes_the_im2col_convolution_and_is_predicted(optimizer):
+    """At batch 1 on small maps ATen skips oneDNN for slow_conv2d, whose im2col buffer is 35% of this peak."""
+    torch.manual_seed(0)
+    model, x = ConvReLUInplace(), torch.randn(1, 3, 16, 16)
+    tr = memsim.trace(model, x, optimizer=optimizer)
+    assert any(t.name == "im2col_conv_fwd" for t in tr.timeline.tensors)
+    measured = measure_step_peak(model, x, optimizer=optimizer).peak_bytes
+    assert abs(tr.peak_bytes - measured) <= 0.01 * measured, (tr.peak_bytes, measured)

@@ -41,7 +41,9 @@ Known limitations:
     * CPU rules were measured with torch 2.13's oneDNN on x86-64 (channels blocked by 8 for fp32); other
       CPUs/ISAs may block differently. Channels-last, fp16/bf16, transposed and 3-D/5-D convolutions, and
       the non-oneDNN (``slow_conv2d``) path have no workspace rule yet (their scratch is not predicted).
-    * Scalars the CPU kernels create internally (a few bytes per op) are not counted.
+    * Scalars the CPU kernels create internally (a few bytes per op) are not counted, nor oneDNN's
+      per-thread weight-gradient reduction buffers (KiBs to ~100 KiB per convolution, depending on the
+      thread count): about 1% of the peak for a tiny CNN at batch 1, invisible for the zoo models.
 """
 from __future__ import annotations
 

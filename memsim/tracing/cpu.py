@@ -16,6 +16,11 @@ to a multiple of 8 (``nChw8c``), so each call reorders its operands into scratch
   Extra over the outputs ``dX + dW + dB`` is the largest of those phases minus the outputs.
 * a non-contiguous grad-output is first copied to a contiguous one (alive during the whole op).
 
+ATen's own convolution (``slow_conv2d``, taken when oneDNN is not, e.g. batch 1 on small 3x3 feature maps
+with fewer than 20480 input elements) unfolds the input into an im2col buffer of
+``N x (IC*kh*kw) x (OH*OW)`` elements for the forward and one such buffer for the backward (none for a
+1x1, stride 1, unpadded kernel).
+
 oneDNN LSTM (``aten.mkldnn_rnn_layer`` and its backward): the fake kernel returns an empty workspace tensor,
 the real one a oneDNN workspace (saved for backward) plus scratch; their sizes come from oneDNN's internal
 layout, so they are *probed* (the backward also copies a strided incoming gradient to a contiguous one and
@@ -36,14 +41,13 @@ def _pad(c: int) -> int:
     return int(math.ceil(c / CHANNEL_BLOCK) * CHANNEL_BLOCK)
 
 
-def uses_mkldnn_conv(x, w, stride, dilation, transposed: bool, groups: int) -> bool:
-    """Whether ATen's CPU convolution picks oneDNN for these operands (mirrors ``ConvParams::use_mkldnn``
-    for fp32 tensors), and the tensors are ones this rule models (4-D, NCHW-contiguous, not transposed)."""
+def _mkldnn_eligible(x, w, stride, dilation, groups: int) -> bool:
+    """ATen's ``ConvParams::use_mkldnn`` for fp32 CPU tensors."""
     import torch
 
     if not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
         return False
-    if x.dtype != torch.float32 or x.dim() != 4 or transposed or not x.is_contiguous():
+    if x.dtype != torch.float32:
         return False
     strided = any(s != 1 for s in stride)
     dilated = any(d != 1 for d in dilation)
@@ -52,6 +56,35 @@ def uses_mkldnn_conv(x, w, stride, dilation, transposed: bool, groups: int) -> b
     if not (strided or dilated or n >= 16 or kw != 1 or kh != 1 or torch.get_num_threads() > 1):
         return False
     return groups > 1 or (kw > 3 and kh > 3) or n > 1 or n * c * h * wd > 20480
+
+
+def conv_backend(x, w, stride, dilation, transposed: bool, groups: int) -> str | None:
+    """Which CPU convolution kernel these operands get, for the cases a rule models: "mkldnn" (oneDNN, fp32
+    NCHW-contiguous 4-D) or "slow2d" (ATen's im2col kernel: fp32 4-D, no groups, no dilation, when oneDNN
+    is not picked); None for anything else (no rule, no workspace predicted)."""
+    import torch
+
+    if x.dim() != 4 or transposed or x.dtype != torch.float32 or not x.is_contiguous():
+        return None
+    if _mkldnn_eligible(x, w, stride, dilation, groups):
+        return "mkldnn"
+    if groups == 1 and all(d == 1 for d in dilation):
+        return "slow2d"
+    return None
+
+
+def uses_mkldnn_conv(x, w, stride, dilation, transposed: bool, groups: int) -> bool:
+    """Whether ATen's CPU convolution picks oneDNN for these operands and this rule models them."""
+    return conv_backend(x, w, stride, dilation, transposed, groups) == "mkldnn"
+
+
+def _slow2d_columns(x, w, out_hw, stride, padding) -> int:
+    """Bytes of the im2col buffer ``_slow_conv2d_forward``/``_backward`` allocate (0 for a plain 1x1)."""
+    kh, kw = w.shape[-2], w.shape[-1]
+    if kh == 1 and kw == 1 and all(s == 1 for s in stride) and all(p == 0 for p in padding):
+        return 0
+    n, ic = x.shape[0], x.shape[1]
+    return n * ic * kh * kw * out_hw[0] * out_hw[1] * x.element_size()
 
 
 def _conv_forward_extra(x, w, y, groups: int) -> int:
@@ -121,18 +154,31 @@ class CpuRules:
     def _conv(self, rec, index, args, kwargs, out) -> None:
         x, w = args[0], args[1]
         stride, padding, dilation, transposed, _, groups = args[3:9]
-        if uses_mkldnn_conv(x, w, stride, dilation, transposed, groups):
-            extra = _conv_forward_extra(x, w, out, groups)
-            if extra > 0:
-                rec.add_workspace(extra, index, "onednn_conv_fwd", rec.ops[index].module)
+        backend = conv_backend(x, w, stride, dilation, transposed, groups)
+        if backend == "mkldnn":
+            extra, label = _conv_forward_extra(x, w, out, groups), "onednn_conv_fwd"
+        elif backend == "slow2d":
+            extra, label = _slow2d_columns(x, w, out.shape[2:], stride, padding), "im2col_conv_fwd"
+        else:
+            return
+        if extra > 0:
+            rec.add_workspace(extra, index, label, rec.ops[index].module)
 
     def _conv_backward(self, rec, index, args, kwargs, out) -> None:
         g, x, w = args[0], args[1], args[2]
         stride, padding, dilation, transposed, _, groups, mask = args[4:11]
-        if uses_mkldnn_conv(x, w, stride, dilation, transposed, groups):
-            extra = _conv_backward_extra(g, x, w, mask, groups)
-            if extra > 0:
-                rec.add_workspace(extra, index, "onednn_conv_bwd", rec.ops[index].module)
+        backend = conv_backend(x, w, stride, dilation, transposed, groups)
+        if backend == "mkldnn":
+            extra, label = _conv_backward_extra(g, x, w, mask, groups), "onednn_conv_bwd"
+        elif backend == "slow2d":
+            # one column buffer, shared by the input and weight gradients; grad_output made contiguous
+            extra = _slow2d_columns(x, w, g.shape[2:], stride, padding) if (mask[0] or mask[1]) else 0
+            extra += 0 if g.is_contiguous() else g.numel() * g.element_size()
+            label = "im2col_conv_bwd"
+        else:
+            return
+        if extra > 0:
+            rec.add_workspace(extra, index, label, rec.ops[index].module)
 
     # ---- oneDNN LSTM ----
     def _rnn_key(self, inp, weights, hidden_size, bidirectional, batch_first):
