@@ -70,6 +70,9 @@ class ModelSpec:
             shape = (_check_seq_len(seq_len, self.max_seq_len),)
         device = _parse_device(device)
         full_shape = (batch_size, *shape)
+        if device.type == "meta":  # no values to draw; randn on meta would import torch._dynamo (seconds)
+            return torch.empty(full_shape, dtype=torch.int64 if self.task is Task.LANGUAGE_MODELING
+                               else self.input_dtype, device=device)
         generator = None
         gen_device = device
         if seed is not None and device.type != "meta":
