@@ -3,7 +3,7 @@
 Small models that each exercise what the tracer must get right on the CPU: in-place ReLU/ReLU6, MaxPool
 indices, Dropout masks, BatchNorm/GroupNorm/LayerNorm, depthwise conv (oneDNN scratch), concatenation skips,
 interpolation, nn.MultiheadAttention, scaled_dot_product_attention, tied embeddings, GRU/LSTM (oneDNN LSTM
-workspace), views and transposes; each with SGD-momentum and Adam.
+workspace, bidirectional), Conv1d with groups, views and transposes; each with SGD-momentum and Adam.
 """
 import pytest
 import torch
@@ -57,6 +57,18 @@ class Recurrent(nn.Module):
     def forward(s, x):
         return s.fc(s.rnn(x)[0][:, -1])
 
+class Conv1dGroups(nn.Module):
+    def __init__(s):
+        super().__init__(); s.c = nn.Conv1d(8, 32, 5, padding=2); s.bn = nn.BatchNorm1d(32); s.c2 = nn.Conv1d(32, 32, 3, groups=4)
+    def forward(s, x):
+        return s.c2(F.gelu(s.bn(s.c(x))))
+
+class BiLSTM(nn.Module):
+    def __init__(s):
+        super().__init__(); s.e = nn.Embedding(50, 16); s.r = nn.LSTM(16, 32, bidirectional=True); s.fc = nn.Linear(64, 4)
+    def forward(s, x):
+        return s.fc(s.r(s.e(x))[0])
+
 def lm_loss(out):
     return F.cross_entropy(out.flatten(0, 1), torch.zeros(out.shape[0] * out.shape[1], dtype=torch.long, device=out.device))
 
@@ -67,6 +79,8 @@ CASES = {
     "transformer_tied": (TinyTransformer, lambda b: torch.randint(0, 100, (b, 32)), lm_loss),
     "gru": (lambda: Recurrent("GRU"), lambda b: torch.randn(b, 6, 32), None),
     "lstm": (lambda: Recurrent("LSTM"), lambda b: torch.randn(b, 6, 32), None),
+    "conv1d_groups": (Conv1dGroups, lambda b: torch.randn(b, 8, 100), None),
+    "bilstm_tokens": (BiLSTM, lambda b: torch.randint(0, 50, (7, b)), None),
 }
 
 

@@ -130,6 +130,35 @@ def _conv_backward_extra(g, x, w, mask, groups: int) -> int:
     return max(max(phases) - (dx + dw + db), 0) + g_copy
 
 
+class _As4d:
+    """Shape-only stand-in for a 3-D (Conv1d) tensor seen as ATen's ``view4d`` sees it: (N, C, 1, L)."""
+
+    def __init__(self, t):
+        self.shape = tuple(t.shape[:2]) + (1,) + tuple(t.shape[2:])
+        self.dtype = t.dtype
+        self._item = t.element_size()
+        self._contiguous = t.is_contiguous()
+
+    def dim(self) -> int:
+        return 4
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def element_size(self) -> int:
+        return self._item
+
+    def is_contiguous(self) -> bool:
+        return self._contiguous
+
+
+def _conv_as_2d(tensors, stride, padding, dilation):
+    """Conv1d runs as a 2-D convolution with a height of 1 (``view1d_as_2d``)."""
+    if tensors[0].dim() != 3:
+        return tensors, stride, padding, dilation
+    return ([_As4d(t) for t in tensors], (1, *stride), (0, *padding), (1, *dilation))
+
+
 class CpuRules:
     """Hidden allocations of PyTorch's CPU kernels (see the module docstring)."""
 
@@ -152,8 +181,8 @@ class CpuRules:
 
     # ---- oneDNN convolution ----
     def _conv(self, rec, index, args, kwargs, out) -> None:
-        x, w = args[0], args[1]
         stride, padding, dilation, transposed, _, groups = args[3:9]
+        (x, w, out), stride, padding, dilation = _conv_as_2d([args[0], args[1], out], stride, padding, dilation)
         backend = conv_backend(x, w, stride, dilation, transposed, groups)
         if backend == "mkldnn":
             extra, label = _conv_forward_extra(x, w, out, groups), "onednn_conv_fwd"
@@ -165,8 +194,8 @@ class CpuRules:
             rec.add_workspace(extra, index, label, rec.ops[index].module)
 
     def _conv_backward(self, rec, index, args, kwargs, out) -> None:
-        g, x, w = args[0], args[1], args[2]
         stride, padding, dilation, transposed, _, groups, mask = args[4:11]
+        (g, x, w), stride, padding, dilation = _conv_as_2d(list(args[:3]), stride, padding, dilation)
         backend = conv_backend(x, w, stride, dilation, transposed, groups)
         if backend == "mkldnn":
             extra, label = _conv_backward_extra(g, x, w, mask, groups), "onednn_conv_bwd"
