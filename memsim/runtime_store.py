@@ -57,7 +57,11 @@ def pack_bool(pred: torch.Tensor, invert: bool = False) -> torch.Tensor:
         packed = np.packbits(pred.numpy(), bitorder="little")
         if invert:
             np.invert(packed, out=packed)
-        return torch.from_numpy(packed).clone()  # into torch's allocator (profiled), n/8 bytes
+        # copied into torch-owned memory by numpy: a torch op never sees a numpy-backed tensor, which the
+        # profiler's memory timeline would count as a pre-existing storage for the whole step
+        out = torch.empty(packed.shape[0], dtype=torch.uint8)
+        out.numpy()[:] = packed
+        return out
     return _pack_bool_torch(pred.logical_not() if invert else pred)
 
 
@@ -75,9 +79,11 @@ def unpack_bool(bits: torch.Tensor, n: int) -> torch.Tensor:
     if bits.device.type == "cpu":
         import numpy as np
 
-        # numpy's unpackbits is ~30x faster than the torch ops below; its n-byte result is a short-lived
-        # temporary outside torch's allocator (a quarter of the fp32 tensor rebuilt from it)
-        return torch.from_numpy(np.unpackbits(bits.numpy(), count=n, bitorder="little")).view(torch.bool)
+        # numpy's unpackbits is ~30x faster than the torch ops below; copied into torch-owned memory (see
+        # pack_bool); the numpy temporary lives only for the copy
+        out = torch.empty(n, dtype=torch.bool)
+        out.numpy().view(np.uint8)[:] = np.unpackbits(bits.numpy(), count=n, bitorder="little")
+        return out
     return _unpack_bool_torch(bits, n)
 
 
