@@ -188,3 +188,13 @@ def test_trace_saves_and_loads(tmp_path):
     assert back.meta == tr.meta
     assert sorted(back.graph.nodes) == sorted(tr.graph.nodes)
     assert back.timeline.tensors[5] == tr.timeline.tensors[5]
+
+
+def test_traces_at_two_batch_sizes_scale_even_when_kernels_differ():
+    """Batch 1 takes ATen's im2col convolution, batch 3 oneDNN: same storages, so scaling works."""
+    small, big = (memsim.trace(Net(), torch.randn(b, 3, 8, 8), optimizer="momentum") for b in (1, 3))
+    big.attach_scaling(small)
+    weights = [t for t in big.timeline.tensors if t.category == Category.PARAMETER]
+    assert all(t.per_sample_bytes == 0 for t in weights)
+    inputs = [t for t in big.timeline.tensors if t.category == Category.INPUT]
+    assert inputs[0].per_sample_bytes == 3 * 8 * 8 * 4

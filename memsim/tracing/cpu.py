@@ -189,9 +189,10 @@ class CpuRules:
         elif backend == "slow2d":
             extra, label = _slow2d_columns(x, w, out.shape[2:], stride, padding), "im2col_conv_fwd"
         else:
-            return
-        if extra > 0:
-            rec.add_workspace(extra, index, label, rec.ops[index].module)
+            extra, label = 0, "conv_fwd"
+        # One record per convolution even when empty, so traces at two batch sizes (which may pick different
+        # kernels) keep the same storages for Trace.attach_scaling.
+        rec.add_workspace(max(extra, 0), index, label, rec.ops[index].module)
 
     def _conv_backward(self, rec, index, args, kwargs, out) -> None:
         stride, padding, dilation, transposed, _, groups, mask = args[4:11]
@@ -205,9 +206,8 @@ class CpuRules:
             extra += 0 if g.is_contiguous() else g.numel() * g.element_size()
             label = "im2col_conv_bwd"
         else:
-            return
-        if extra > 0:
-            rec.add_workspace(extra, index, label, rec.ops[index].module)
+            extra, label = 0, "conv_bwd"
+        rec.add_workspace(max(extra, 0), index, label, rec.ops[index].module)
 
     # ---- oneDNN LSTM ----
     def _rnn_key(self, inp, weights, hidden_size, bidirectional, batch_first):
@@ -227,8 +227,7 @@ class CpuRules:
             i = rec.index_of(out[3])
             if i is not None:
                 rec.entries[i].nbytes = ws_bytes
-        if fwd_extra > 0:
-            rec.add_workspace(fwd_extra, index, "onednn_rnn_fwd", rec.ops[index].module)
+        rec.add_workspace(max(fwd_extra, 0), index, "onednn_rnn_fwd", rec.ops[index].module)
 
     def _rnn_backward(self, rec, index, args, kwargs, out) -> None:
         inp, weights = args[0], args[1:5]
@@ -243,5 +242,4 @@ class CpuRules:
                 extra += like.numel() * like.element_size()
             elif not grad.is_contiguous():
                 extra += grad.numel() * grad.element_size()
-        if extra > 0:
-            rec.add_workspace(extra, index, "onednn_rnn_bwd", rec.ops[index].module)
+        rec.add_workspace(max(extra, 0), index, "onednn_rnn_bwd", rec.ops[index].module)
