@@ -70,3 +70,19 @@ def test_saved_trace_simulates_identically(tmp_path):
     a = memsim.simulate(tr, device="raspberry-pi-4-2gb", policy="all", sparsity=0.5).to_dict()
     b = memsim.simulate(loaded, device="raspberry-pi-4-2gb", policy="all", sparsity=0.5).to_dict()
     assert a == b
+
+
+@pytest.mark.parametrize("name, b1, b2, b3", [("small_cnn", 4, 8, 24), ("mobilenet_v3_small", 2, 3, 7)])
+def test_batch_scaling_predicts_a_third_batch_size(name, b1, b2, b3):
+    """Two traces teach which storages grow with the batch; the peak at a third batch must match a trace."""
+    import models_zoo
+
+    model = models_zoo.create(name, device="meta")
+    spec = models_zoo.spec(name)
+
+    def at(b):
+        return memsim.trace(model, spec.example_inputs(b, device="meta"), loss_fn=spec.loss_fn, optimizer="adam")
+
+    scaled = at(b2).attach_scaling(at(b1))
+    predicted = apply_policy(scaled, "none", batch_size=b3).peak_bytes
+    assert predicted == pytest.approx(at(b3).peak_bytes, rel=0.001)
