@@ -69,6 +69,13 @@ class BiLSTM(nn.Module):
     def forward(s, x):
         return s.fc(s.r(s.e(x))[0])
 
+class Patchify(nn.Module):
+    """ViT's patch embedding: oneDNN computes its weight gradient with per-thread gemm scratch."""
+    def __init__(s):
+        super().__init__(); s.p = nn.Conv2d(3, 96, 16, stride=16); s.ln = nn.LayerNorm(96); s.fc = nn.Linear(96, 10)
+    def forward(s, x):
+        return s.fc(s.ln(s.p(x).flatten(2).transpose(1, 2)).mean(1))
+
 def lm_loss(out):
     return F.cross_entropy(out.flatten(0, 1), torch.zeros(out.shape[0] * out.shape[1], dtype=torch.long, device=out.device))
 
@@ -81,6 +88,7 @@ CASES = {
     "lstm": (lambda: Recurrent("LSTM"), lambda b: torch.randn(b, 6, 32), None),
     "conv1d_groups": (Conv1dGroups, lambda b: torch.randn(b, 8, 100), None),
     "bilstm_tokens": (BiLSTM, lambda b: torch.randint(0, 50, (7, b)), None),
+    "patchify": (Patchify, lambda b: torch.randn(b, 3, 64, 64), None),
 }
 
 

@@ -74,12 +74,13 @@ def run_row(name: str, batch: int, optimizer: str, seq_len: int | None, max_meas
         from memsim.benchmarks.memtracker import memtracker_peak
 
         try:
-            mt = memtracker_peak(lambda: models_zoo.create(name), lambda: _inputs(spec, batch, seq_len),
+            mt = memtracker_peak(lambda: models_zoo.create(name, device="meta"),
+                                 lambda: _inputs(spec, batch, seq_len, "meta"),
                                  spec.loss_fn, optimizer)
             row["memtracker"], row["memtracker_s"] = mt.peak_bytes, mt.seconds
         except Exception as e:  # noqa: BLE001 - a comparison column; report and go on
             row["memtracker"], row["memtracker_s"] = None, None
-            row["note"] += f"MemTracker failed: {type(e).__name__}; "
+            row["note"] += f"MemTracker failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}; "
     if row["predicted"] > max_measure:
         row["note"] += f"not measured: predicted peak above --max-measure {format_bytes(max_measure)}"
         return row

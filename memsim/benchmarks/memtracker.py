@@ -17,16 +17,19 @@ class MemTrackerResult:
 
 def memtracker_peak(make_model: Callable, make_inputs: Callable, loss_fn: Callable | None,
                     optimizer) -> MemTrackerResult:
-    """Run MemTracker on one steady-state step of ``make_model()`` built under FakeTensorMode."""
+    """Run MemTracker on one steady-state step of ``make_model()`` moved onto FakeTensorMode's fake tensors
+    (``make_model`` may build on the meta device; its parameters become fake CPU tensors)."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
 
     from memsim import step as step_mod
+    from memsim.tracing.fake import fake_inputs, fake_model
 
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        model = make_model()
-        inputs = step_mod.as_input_tuple(make_inputs())
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    model = fake_model(make_model(), fake_mode)
+    inputs = fake_inputs(step_mod.as_input_tuple(make_inputs()), fake_mode)
+    with fake_mode:
         opt = step_mod.make_optimizer(optimizer, model.parameters())
         step_mod.warm_up(model, inputs, loss_fn, opt, 1)
         tracker = MemTracker()

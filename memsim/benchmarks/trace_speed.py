@@ -74,10 +74,10 @@ def command(batch, repeat, optimizer, gpt2_xl, seq_len):
     x = spec.example_inputs(batch, seed=0)
 
     def make_model():
-        return models_zoo.create("resnet50")
+        return models_zoo.create("resnet50", device="meta")
 
     def make_inputs():
-        return spec.example_inputs(batch)
+        return spec.example_inputs(batch, device="meta")
 
     _time_memsim(model, x, spec.loss_fn, optimizer)                     # warm-up, untimed
     memtracker_peak(make_model, make_inputs, spec.loss_fn, optimizer)

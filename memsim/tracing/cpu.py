@@ -16,6 +16,10 @@ to a multiple of 8 (``nChw8c``), so each call reorders its operands into scratch
   Extra over the outputs ``dX + dW + dB`` is the largest of those phases minus the outputs.
 * a non-contiguous grad-output is first copied to a contiguous one (alive during the whole op).
 
+* weight gradient of a large kernel (more than 7x7) on fewer than 8 input channels (ViT's patchify conv):
+  oneDNN's gemm implementation, with per-thread scratch of ``4 x weight + one sample's im2col columns``
+  (times ``torch.get_num_threads()`` of the tracing process).
+
 ATen's own convolution (``slow_conv2d``, taken when oneDNN is not, e.g. batch 1 on small 3x3 feature maps
 with fewer than 20480 input elements) unfolds the input into an im2col buffer of
 ``N x (IC*kh*kw) x (OH*OW)`` elements for the forward and one such buffer for the backward (none for a
@@ -35,6 +39,17 @@ import math
 CHANNEL_BLOCK = 8
 #: Largest real tensor bytes a probe may allocate before it falls back to batch extrapolation.
 PROBE_LIMIT_BYTES = 32 << 20
+
+
+#: Kernels larger than this (in taps, kh*kw) on fewer than CHANNEL_BLOCK input channels take oneDNN's
+#: gemm-based weight gradient (measured: 16x16 yes, 7x7 no).
+GEMM_KERNEL_AREA = 49
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _pad(c: int) -> int:
@@ -121,6 +136,12 @@ def _conv_backward_extra(g, x, w, mask, groups: int) -> int:
     dw = w.numel() * item if mask[1] else 0
     db = oc * item if mask[2] else 0
     x_r = n * _pad(ic) * h * wd * item if ic >= CHANNEL_BLOCK else 0
+    if mask[1] and not mask[0] and ic < CHANNEL_BLOCK and k > GEMM_KERNEL_AREA and groups == 1:
+        # oneDNN's gemm-based weight gradient (large kernels on few input channels, e.g. a ViT patchify
+        # conv): per thread, four weight-sized accumulators and one sample's im2col columns.
+        cols = ic * k * oh * ow * item
+        scratch = torch_threads() * (4 * w.numel() * item + cols)
+        return scratch + g_copy
     phases = [0]
     if mask[0]:
         phases += [g_r + w_r + dx_b, dx_b + dx]
