@@ -40,11 +40,22 @@ When memory is really saved (read this before expecting a number):
   (after the node's backward, or when the graph dies), never inside unpack, so ``retain_graph=True`` and
   double backward work.
 
-Known limitations: CPU dropout saves no ReLU mask-only case we could prove beyond the ReLU's own result;
-``nn.ReLU6(inplace=True)`` saves a full-size clone of its input for ``hardtanh_backward`` that is used only as
-a mask, but the saving node cannot be told apart from a user's ``clone()`` at pack time, so it is stored with
-the bitmap (exact), not as 1 bit. MaxPool's saved input is only used for its shape by its backward; it is
-still stored exactly (it is shared with the ReLU result anyway).
+How the mask policy knows a tensor is used only as a mask: the hooks only see tensors, not the node saving
+them, so a candidate (a ReLU's first save of its own result; a fresh clone that an in-place ReLU6 saves for
+``hardtanh_backward``) is held for one more pack call, then proven by reading the saving node's saved tensor
+back through the unpack hook (it must be this very entry). Anything unproven is stored exactly.
+
+Known limitations:
+
+- Only ReLU (its result) and in-place hardtanh/ReLU6 (its input clone) are recognised as mask-only users;
+  LeakyReLU, ELU, threshold with a value, and MaxPool's saved input (used only for its shape) are stored
+  exactly. Most ReLU results are also saved by the next convolution, which needs the values: then the
+  bitmap is kept and the mask dropped (ResNet, VGG features gain nothing from the mask; MobileNetV2's
+  ReLU6 clones are where it pays).
+- CUDA tensors are encoded with torch ops on the GPU (no host round trip; ``nonzero`` synchronises the
+  stream once per saved tensor). This path is tested only where a GPU is available.
+- Saved tensors whose bitmap would not be smaller stay dense: convolution outputs saved by BatchNorm have
+  almost no zeros, and they are about half of a ResNet's saved bytes.
 
 Example:
     >>> import torch, memsim
@@ -517,7 +528,7 @@ class _Hooks:
         is_int = not (flat.is_floating_point() or flat.is_complex() or flat.dtype == torch.bool)
         if is_int and self.policy.uses_indices:
             lo, hi = torch.aminmax(flat)
-            narrow = rs.narrow_dtype(int(lo), int(hi), flat.element_size())
+            narrow = rs.narrow_dtype(int(lo), int(hi), flat.element_size(), flat.device.type == "cpu")
             if narrow is not None:
                 return rs.NarrowInt.encode(flat, narrow), ("narrow-int", Reason.COMPRESSED)
         native = self._use_native(flat)

@@ -224,9 +224,12 @@ _NARROW = [
 ]
 
 
-def narrow_dtype(lo: int, hi: int, itemsize: int):
-    """The narrowest integer dtype holding ``[lo, hi]`` that is smaller than ``itemsize`` bytes, or None."""
+def narrow_dtype(lo: int, hi: int, itemsize: int, allow_uint16: bool = True):
+    """The narrowest integer dtype holding ``[lo, hi]`` that is smaller than ``itemsize`` bytes, or None.
+    ``allow_uint16=False`` skips uint16 (few CUDA kernels handle it)."""
     for dtype, dlo, dhi in _NARROW:
+        if dtype == torch.uint16 and not allow_uint16:
+            continue
         if dlo <= lo and hi <= dhi and dtype.itemsize < itemsize:
             return dtype
     return None

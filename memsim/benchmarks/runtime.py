@@ -81,7 +81,7 @@ def measure_config(name: str, batch: int, policies, repeats: int = 2, image_size
 
     Example:
         >>> r = measure_config("resnet18", 8, ["bitmap"])     # doctest: +SKIP
-        >>> 1 - r["bitmap"]["peak"] / r["peak_without"]
+        >>> 1 - r["bitmap"]["peak"] / r["peak_without"]    # doctest: +SKIP
     """
     import torch
 
