@@ -177,6 +177,9 @@ class TorchBitmap:
         return out
 
 
+_NUMPY_FLOAT = (torch.float16, torch.float32, torch.float64)
+
+
 class Bits:
     """One bit per element and the two values elements take: ``where(bit, one, zero)``.
 
@@ -205,12 +208,20 @@ class Bits:
         return self.bits.numel() + 2 * self.one.element_size()
 
     def restore(self) -> torch.Tensor:
+        # bits * one is exact when zero is +0.0 and one is finite and positive (1 * v = v, 0 * v = +0.0)
+        scalable = (self.dtype.is_floating_point and self.zero.view(_INT_VIEW[self.zero.element_size()]).item() == 0
+                    and bool(torch.isfinite(self.one)) and float(self.one) > 0)
+        if scalable and self.bits.device.type == "cpu" and self.dtype in _NUMPY_FLOAT:
+            import numpy as np
+
+            # one numpy pass from the bits straight into torch-owned memory (about 2x the torch ops)
+            out = torch.empty(self.numel, dtype=self.dtype)
+            bits01 = np.unpackbits(self.bits.numpy(), count=self.numel, bitorder="little")
+            np.multiply(bits01, self.one.numpy(), out=out.numpy(), casting="unsafe")
+            return out
         mask = unpack_bool(self.bits, self.numel)
-        if self.zero.view(_INT_VIEW[self.zero.element_size()]).item() == 0 and self.dtype != torch.bool \
-                and self.dtype.is_floating_point:
-            # zero is +0.0: mask * one is exact (1 * v = v, 0 * v = +0.0 for finite v), one pass cheaper
-            if torch.isfinite(self.one):
-                return mask.to(self.dtype).mul_(self.one)
+        if scalable:
+            return mask.to(self.dtype).mul_(self.one)
         return torch.where(mask, self.one, self.zero)
 
 

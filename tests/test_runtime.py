@@ -386,10 +386,12 @@ def test_store_helpers():
         assert torch.equal(_pack_bool_torch(pred), pack_bool(pred))  # the CUDA path, same bytes
         assert torch.equal(_unpack_bool_torch(pack_bool(pred), n), pred)
     pred = torch.rand(1000) > 0.5
-    for one, zero in [(1.0, 0.0), (3.0, 0.0), (3.0, -1.0), (float("inf"), 0.0), (1.0, -0.0)]:
-        got = Bits.encode(pred, torch.tensor(one), torch.tensor(zero)).restore()
-        want = torch.where(pred, torch.tensor(one), torch.tensor(zero))
-        assert torch.equal(got.view(torch.int32), want.view(torch.int32)), (one, zero)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        for one, zero in [(1.0, 0.0), (3.0, 0.0), (3.0, -1.0), (float("inf"), 0.0), (1.0, -0.0), (-1.5, 0.0)]:
+            one_t, zero_t = torch.tensor(one, dtype=dtype), torch.tensor(zero, dtype=dtype)
+            got = Bits.encode(pred, one_t, zero_t).restore()
+            want = torch.where(pred, one_t, zero_t)
+            assert got.dtype == dtype and torch.equal(got.view(torch.uint8), want.view(torch.uint8)), (one, zero)
     x = torch.relu(torch.randn(1001))
     rep = TorchBitmap.encode(x)
     assert torch.equal(rep.restore(), x) and rep.nbytes == TorchBitmap.encoded_size(x, int(x.count_nonzero()))
