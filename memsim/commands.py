@@ -37,6 +37,8 @@ def _workload_options(f):
                      help="sgd, momentum, adam or adamw."),
         click.option("--weights", type=click.Path(dir_okay=False), default=None,
                      help="state_dict for a zoo model (used by --sparsity measured)."),
+        click.option("--cache/--no-cache", default=True, show_default=True,
+                     help="Reuse a cached trace of a zoo model (see memsim.trace_cache; MEMSIM_CACHE_DIR)."),
     ]):
         f = opt(f)
     return f
@@ -55,8 +57,30 @@ def _resolve_device(device, device_file, budget):
     return device
 
 
-def _trace_workload(model_arg, batch_size, input_shape, optimizer, weights, scaling=True):
-    """Trace MODEL at ``batch_size`` and (for max-batch search) at a second batch size."""
+def _trace_workload(model_arg, batch_size, input_shape, optimizer, weights, scaling=True, cache=True):
+    """Trace MODEL at ``batch_size`` and (for max-batch search) at a second batch size.
+
+    Returns (workload or None when the traces came from the cache, trace, trace with batch scaling or None).
+    """
+    import models_zoo
+
+    from memsim import trace_cache
+
+    key = None
+    if cache and ":" not in model_arg and model_arg in models_zoo.names():
+        key = trace_cache.cache_key(model=model_arg, batch_size=batch_size, input_shape=input_shape,
+                                    optimizer=optimizer, scaling=scaling)
+        hit = trace_cache.load(key)
+        if hit is not None:
+            click.echo("(trace from cache; --no-cache traces again)", err=True)
+            return None, hit[0], hit[1]
+    w, tr, scaled = _trace_fresh(model_arg, batch_size, input_shape, optimizer, weights, scaling)
+    if key is not None:
+        trace_cache.store(key, tr, scaled)
+    return w, tr, scaled
+
+
+def _trace_fresh(model_arg, batch_size, input_shape, optimizer, weights, scaling):
     import memsim
     from memsim.workload import load_workload
 
@@ -96,12 +120,15 @@ def _simulate(tr, scaled, **kwargs):
     return rep
 
 
-def _sparsity_value(sparsity, w, batch_size):
+def _sparsity_value(sparsity, w, batch_size, model_arg=None, weights=None, input_shape=None):
     if sparsity == "none":
         return None
     if sparsity != "measured":
         return sparsity
     import memsim
+    from memsim.workload import load_workload
+
+    w = w or load_workload(model_arg, input_shape=input_shape, weights=weights)
 
     model = w.build("cpu")
     with warnings.catch_warnings(record=True) as caught:
@@ -136,8 +163,8 @@ def _write_json(data: dict, target: str) -> None:
 @click.option("--save-trace", type=click.Path(dir_okay=False), default=None,
               help="Save the trace (JSON, .gz to compress) for `memsim check` without tracing again.")
 @click.option("--color/--no-color", default=None, help="Colour the category names (default: on a terminal).")
-def profile(model, device, device_file, budget, batch_size, input_shape, optimizer, weights, policy, sparsity,
-            margin, json_out, html_out, save_trace, color):
+def profile(model, device, device_file, budget, batch_size, input_shape, optimizer, weights, cache, policy,
+            sparsity, margin, json_out, html_out, save_trace, color):
     """Predict the peak memory of one training step of MODEL and what would make it fit.
 
     MODEL is a zoo name (resnet50), package.module:factory or path/to/file.py:factory.
@@ -146,8 +173,8 @@ def profile(model, device, device_file, budget, batch_size, input_shape, optimiz
 
     start = time.perf_counter()
     dev = _resolve_device(device, device_file, budget) or "jetson-nano"
-    w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights)
-    sp = _sparsity_value(sparsity, w, tr.batch_size)
+    w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights, cache=cache)
+    sp = _sparsity_value(sparsity, w, tr.batch_size, model, weights, input_shape)
     rep = _simulate(tr, scaled, device=dev, policy=policy, sparsity=sp, margin=margin)
     if save_trace:
         tr.save(save_trace)
@@ -182,8 +209,8 @@ def _render(rep, color):
               help="As for profile.")
 @click.option("--margin", type=params.FRACTION, default="0", help="Fail unless this share of the budget stays free.")
 @click.option("--json", "json_out", default=None, metavar="PATH|-", help="Also write the report as JSON.")
-def check(model, device, device_file, budget, batch_size, input_shape, optimizer, weights, policy, sparsity,
-          margin, json_out):
+def check(model, device, device_file, budget, batch_size, input_shape, optimizer, weights, cache, policy,
+          sparsity, margin, json_out):
     """Exit 0 if one training step of MODEL fits the device, 1 if it does not, 2 on bad input.
 
     MODEL may also be a trace saved by `memsim profile --save-trace` (no tracing again).
@@ -202,8 +229,8 @@ def check(model, device, device_file, budget, batch_size, input_shape, optimizer
         sp = None if sparsity == "none" else sparsity
         rep = memsim.simulate(tr, device=dev, policy=policy, sparsity=sp, margin=margin, batch_size=batch_size)
     else:
-        w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights)
-        sp = _sparsity_value(sparsity, w, tr.batch_size)
+        w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights, cache=cache)
+        sp = _sparsity_value(sparsity, w, tr.batch_size, model, weights, input_shape)
         rep = _simulate(tr, scaled, device=dev, policy=policy, sparsity=sp, margin=margin)
     from memsim import report_text
 

@@ -114,3 +114,15 @@ def test_devices_lists_catalog(runner):
     assert r.exit_code == 0
     for name in ("jetson-nano", "raspberry-pi-5-8gb", "jetson-agx-orin-64gb"):
         assert name in r.output
+
+
+def test_second_profile_of_a_zoo_model_comes_from_the_trace_cache(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMSIM_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["profile", "small_cnn", "-b", 8, "--budget", "2GiB", "--json", "-"]
+    first, second = run(runner, *args), run(runner, *args)
+    assert first.exit_code == second.exit_code == 0
+    assert "trace from cache" not in first.stderr and "trace from cache" in second.stderr
+    assert json.loads(first.stdout) == json.loads(second.stdout)
+    third = run(runner, *args, "--no-cache")
+    assert "trace from cache" not in third.stderr
+    assert json.loads(third.stdout) == json.loads(first.stdout)
