@@ -55,7 +55,9 @@ def _code_fingerprint() -> str:
 
 def cache_key(**fields) -> str:
     """A file name for a trace of ``fields`` (model, batch size, input shape, optimizer) with this code."""
-    text = json.dumps(fields, sort_keys=True, default=str) + _code_fingerprint()
+    # CPU workspace rules depend on the thread count (torch's default: the cores it sees).
+    threads = [os.cpu_count(), os.environ.get("OMP_NUM_THREADS"), os.environ.get("MKL_NUM_THREADS")]
+    text = json.dumps({**fields, "threads": threads}, sort_keys=True, default=str) + _code_fingerprint()
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

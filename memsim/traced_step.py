@@ -43,7 +43,9 @@ class Trace:
     Attributes:
         timeline: ops and storages with their lifetimes (:class:`memsim.timeline.Timeline`).
         graph: autograd graph; nodes are backward functions (attributes ``name``, ``module``, ``saved``:
-            list of tensor ids), edges point from a node to the nodes its gradient flows into.
+            list of tensor ids, ``op``: index of the forward op that created the node, ``param``: the
+            parameter name on AccumulateGrad nodes), edges point from a node to the nodes its gradient
+            flows into.
         meta: what was traced: ``model``, ``batch_size``, ``inputs`` (shapes/dtypes), ``optimizer``,
             ``target`` (backend rules used, "cpu"), ``torch_version``, ``memsim_version``.
     """
