@@ -152,7 +152,7 @@ def _write_json(data: dict, target: str) -> None:
 @_device_option
 @_workload_options
 @click.option("--policy", type=params.POLICIES, default="all", show_default=True,
-              help="none, bitmap, bitmap+mask, fp16, bf16, checkpoint, a comma-separated list, or all.")
+              help="none, bitmap, bitmap+mask+indices, fp16, bf16, checkpoint, a comma-separated list, or all.")
 @click.option("--sparsity", type=params.SPARSITY, default="0.5", show_default=True,
               help="Zero fraction of ReLU/Dropout activations (0.5, 50%), 'measured' (real forward on random "
                    "data with the codec), 'none', or a saved measurement file.")

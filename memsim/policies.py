@@ -6,19 +6,20 @@ copy restored for its backward node — and reports its price next to its peak.
 
 Policies (:class:`Policy`):
 
-=============  ========  =========================================================================
-policy         lossless  what changes
-=============  ========  =========================================================================
-none           yes       nothing: the step as traced
-bitmap         yes       the paper: a saved activation is stored as sparse bitmap + non-zeros when the
-                         codec makes it smaller
-bitmap+mask    yes       bitmap, plus: a tensor saved only for a mask (ReLU, Hardtanh/ReLU6, Dropout
-                         backward) is stored as 1 bit per element; MaxPool indices in the narrowest
-                         integer type that holds the input plane
-fp16 / bf16    NO        saved float32 activations stored in half precision (changes gradients)
-checkpoint     yes       activation checkpointing per block: a block keeps only its input; its
-                         activations are recomputed in backward (one extra forward of each block)
-=============  ========  =========================================================================
+===================  ========  ===================================================================
+policy               lossless  what changes
+===================  ========  ===================================================================
+none                 yes       nothing: the step as traced
+bitmap               yes       the paper: a saved activation is stored as sparse bitmap +
+                               non-zeros when the codec makes it smaller
+bitmap+mask+indices  yes       bitmap, plus: a tensor saved only for a mask (ReLU, Hardtanh/ReLU6,
+                               Dropout backward) is stored as 1 bit per element; MaxPool indices
+                               in the narrowest integer type that holds the input plane (the same
+                               name and rules as ``memsim.compressed_activations``)
+fp16 / bf16          NO        saved float32 activations stored in half precision
+checkpoint           yes       activation checkpointing per block: a block keeps only its input;
+                               its activations are recomputed in backward (one extra forward)
+===================  ========  ===================================================================
 
 Example:
     >>> costed = apply_policy(trace, "bitmap", sparsity=0.5)       # doctest: +SKIP
@@ -50,7 +51,7 @@ class Policy(str, Enum):
 
     NONE = "none"
     BITMAP = "bitmap"
-    BITMAP_MASK = "bitmap+mask"
+    BITMAP_MASK = "bitmap+mask+indices"
     FP16 = "fp16"
     BF16 = "bf16"
     CHECKPOINT = "checkpoint"

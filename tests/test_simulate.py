@@ -30,7 +30,7 @@ def test_bitmap_shrinks_sparse_activations_and_never_grows_dense_ones():
     sparse = apply_policy(tr, "bitmap", sparsity=0.9)
     assert dense.peak_bytes == tr.peak_bytes  # the codec would not shrink them: left alone
     assert sparse.peak_bytes < 0.6 * tr.peak_bytes
-    mask = apply_policy(tr, "bitmap+mask", sparsity=0.0)  # ReLU saved only for its mask: 1 bit each
+    mask = apply_policy(tr, "bitmap+mask+indices", sparsity=0.0)  # ReLU saved only for its mask: 1 bit each
     assert mask.peak_bytes < 0.5 * tr.peak_bytes
 
 

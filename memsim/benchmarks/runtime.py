@@ -36,7 +36,7 @@ ALL_BATCHES = (8, 32)
 DEFAULT_BATCHES = (8,)
 DEFAULT_POLICIES = ("bitmap", "bitmap+mask+indices")
 #: runtime policy -> the simulator policy that models the same transformation (None: no counterpart)
-SIMULATOR_POLICY = {"bitmap": "bitmap", "bitmap+mask+indices": "bitmap+mask", "bitmap+mask": None,
+SIMULATOR_POLICY = {"bitmap": "bitmap", "bitmap+mask+indices": "bitmap+mask+indices", "bitmap+mask": None,
                     "bitmap+indices": None}
 MIB = 1024 * 1024
 
