@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,8 +154,6 @@ class Report:
             by_module[mod] = by_module.get(mod, 0) + nbytes
             per_tensor[tid] = per_tensor.get(tid, 0) + nbytes
         top = sorted(per_tensor.items(), key=lambda kv: -kv[1])[:10]
-        import dataclasses
-
         top_tensors = [dataclasses.replace(tensors[tid], nbytes=nb) for tid, nb in top]
         return Breakdown(index=index, total_bytes=sum(r[1] for r in rows), by_category=by_cat,
                          top_modules=sorted(by_module.items(), key=lambda kv: -kv[1])[:10], top_tensors=top_tensors)
