@@ -42,7 +42,7 @@ import numpy as np
 
 from memsim.categories import Category, Phase
 from memsim.errors import InputError
-from memsim.timeline import _interval_sum
+from memsim.timeline import _interval_sum, category_interval_sums
 from memsim.traced_step import Trace
 
 
@@ -224,12 +224,8 @@ class CostedTimeline:
         return _interval_sum(self.n_ops, self.birth, self.death, self.nbytes)
 
     def category_curves(self) -> dict[Category, np.ndarray]:
-        out = {}
-        for i, c in enumerate(Category):
-            m = self.category == i
-            if m.any():
-                out[c] = _interval_sum(self.n_ops, self.birth[m], self.death[m], self.nbytes[m])
-        return out
+        """Live bytes at each op under this policy, per category."""
+        return category_interval_sums(self.n_ops, self.birth, self.death, self.nbytes, self.category)
 
     @property
     def peak_index(self) -> int:

@@ -270,13 +270,7 @@ class _Packed:
 
 def _dense_layout(t) -> bool:
     """True when ``t``'s elements occupy ``numel`` consecutive slots in some dimension order."""
-    dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1)
-    expected = 1
-    for st, sz in dims:
-        if st != expected:
-            return False
-        expected *= sz
-    return True
+    return _dense_layout_of(t.shape, t.stride())
 
 
 class _Hooks:
@@ -603,6 +597,7 @@ def _find_hardtanh(start, source, depth: int = 3):
 
 
 def _dense_layout_of(size, stride) -> bool:
+    """True when a tensor of this size and stride fills ``numel`` consecutive slots in some order."""
     dims = sorted((st, sz) for sz, st in zip(size, stride) if sz != 1)
     expected = 1
     for st, sz in dims:

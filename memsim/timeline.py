@@ -113,12 +113,7 @@ class Timeline:
     def category_curves(self) -> dict[Category, np.ndarray]:
         """Live bytes at each op, split by category (only categories that occur)."""
         size, birth, death, cat = self._columns
-        out = {}
-        for i, c in enumerate(Category):
-            mask = cat == i
-            if mask.any():
-                out[c] = _interval_sum(self.n_ops, birth[mask], death[mask], size[mask])
-        return out
+        return category_interval_sums(self.n_ops, birth, death, size, cat)
 
     @cached_property
     def peak_index(self) -> int:
@@ -208,6 +203,17 @@ def _interval_sum(n: int, birth: np.ndarray, death: np.ndarray, size: np.ndarray
     np.add.at(diff, birth, size)
     np.add.at(diff, death + 1, -size)
     return np.cumsum(diff[:n])
+
+
+def category_interval_sums(n: int, birth: np.ndarray, death: np.ndarray, size: np.ndarray,
+                           category: np.ndarray) -> dict[Category, np.ndarray]:
+    """:func:`_interval_sum` per category (``category`` holds indices into ``list(Category)``)."""
+    out = {}
+    for i, c in enumerate(Category):
+        mask = category == i
+        if mask.any():
+            out[c] = _interval_sum(n, birth[mask], death[mask], size[mask])
+    return out
 
 
 def allocation_events(timeline: Timeline, nbytes: Iterable[int] | None = None) -> list[tuple[int, int, int]]:
