@@ -109,7 +109,7 @@ MASK_ONLY_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "
                    "Relu6Backward0", "LeakyReluBackward0"}
 # Nodes saving the output of an op that creates zeros: the float sparsity applies to these tensors.
 SPARSE_PRODUCER_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "Relu6Backward0",
-                         "NativeDropoutBackward0", "MulBackward0"}
+                         "NativeDropoutBackward0"}
 SPARSE_PRODUCER_OPS = ("relu", "threshold", "hardtanh", "relu6", "dropout")
 
 _ITEMSIZE = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "double": 8,
@@ -181,7 +181,7 @@ def _saving_node_names(trace: Trace, t) -> list[str]:
 
 
 def _is_sparse_producer(trace: Trace, t) -> bool:
-    if any(name in SPARSE_PRODUCER_NODES and name != "MulBackward0" for name in _saving_node_names(trace, t)):
+    if any(name in SPARSE_PRODUCER_NODES for name in _saving_node_names(trace, t)):
         return True
     return any(k in t.op for k in SPARSE_PRODUCER_OPS)
 

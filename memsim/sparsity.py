@@ -13,6 +13,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sys
@@ -154,7 +155,7 @@ def measure_sparsity(model, inputs, *, loss_fn=None, progress: bool | None = Non
     import click
 
     with click.progressbar(batches, label="measuring sparsity", file=sys.stderr, show_pos=True) if show \
-            else _nullbar(batches) as bar:
+            else contextlib.nullcontext(batches) as bar:
         count = 0
         for batch in bar:
             args = batch if isinstance(batch, tuple) else (batch,)
@@ -163,17 +164,6 @@ def measure_sparsity(model, inputs, *, loss_fn=None, progress: bool | None = Non
     if count == 0:
         raise InputError("no batches given to measure_sparsity")
     return MeasuredSparsity(stats, batches=count, random_data=random_data)
-
-
-class _nullbar:
-    def __init__(self, it):
-        self.it = it
-
-    def __enter__(self):
-        return self.it
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _measure_one(model, args, names, params, codec) -> list[SavedTensorStat]:
