@@ -23,7 +23,7 @@ from pathlib import Path
 from memsim.traced_step import Trace
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
-_SOURCES = [_PACKAGE_ROOT / "tracing", _PACKAGE_ROOT / "step.py", _PACKAGE_ROOT / "traced_step.py",
+_SOURCES = [_PACKAGE_ROOT / "tracing", _PACKAGE_ROOT / "backends", _PACKAGE_ROOT / "step.py", _PACKAGE_ROOT / "traced_step.py",
             _PACKAGE_ROOT / "timeline.py", _PACKAGE_ROOT.parent / "models_zoo"]
 
 

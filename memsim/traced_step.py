@@ -22,7 +22,7 @@ from memsim.errors import InputError
 from memsim.timeline import TensorRecord, Timeline
 
 TRACE_FORMAT = "memsim-trace"
-TRACE_VERSION = 1
+TRACE_VERSION = 2
 
 
 @dataclass
@@ -47,12 +47,16 @@ class Trace:
             parameter name on AccumulateGrad nodes), edges point from a node to the nodes its gradient
             flows into.
         meta: what was traced: ``model``, ``batch_size``, ``inputs`` (shapes/dtypes), ``optimizer``,
-            ``target`` (backend rules used, "cpu"), ``torch_version``, ``memsim_version``.
+            ``target`` (backend rules used, "cpu"), ``torch_version``, ``memsim_version``, ``host`` (the
+            machine whose kernels were probed: :func:`memsim.backends.host.host_signature`).
+        kernel_calls: the ops whose scratch depends on the backend
+            (:class:`memsim.backends.calls.KernelCall`), each sized for the host in ``call.host``.
     """
 
     timeline: Timeline
     graph: nx.DiGraph = field(default_factory=nx.DiGraph)
     meta: dict = field(default_factory=dict)
+    kernel_calls: list = field(default_factory=list)
 
     @property
     def peak_bytes(self) -> int:
@@ -112,6 +116,7 @@ class Trace:
             "meta": self.meta,
             "timeline": self.timeline.to_dict(),
             "graph": nx.node_link_data(self.graph, edges="edges"),
+            "kernel_calls": [c.to_json() for c in self.kernel_calls],
         }
 
     @classmethod
@@ -122,8 +127,12 @@ class Trace:
             raise InputError(f"trace format version {data.get('version')!r} is not supported "
                              f"(this memsim reads version {TRACE_VERSION})")
         try:
+            from memsim.backends.calls import KernelCall
+
             graph = nx.node_link_graph(data["graph"], edges="edges")
-            return cls(timeline=Timeline.from_dict(data["timeline"]), graph=graph, meta=data.get("meta", {}))
+            calls = [KernelCall.from_json(c) for c in data.get("kernel_calls", [])]
+            return cls(timeline=Timeline.from_dict(data["timeline"]), graph=graph, meta=data.get("meta", {}),
+                       kernel_calls=calls)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"corrupt memsim trace file: {e}") from None
 

@@ -8,8 +8,9 @@ FakeTensorMode subclass (:mod:`memsim.tracing.recorder`) that logs every aten op
 at the op that made it and dead when the storage object is freed (a weakref callback, so cost grows with
 ops, not with live tensors). Repeated ops are answered from a shape-keyed cache in front of FakeTensorMode's
 own. Before backward the autograd graph is walked (:mod:`memsim.tracing.graph`) to learn which storages each
-node saves. Backend rules (:mod:`memsim.tracing.cpu`) add what real CPU kernels allocate beyond their
-outputs (oneDNN convolution scratch, oneDNN LSTM workspaces).
+node saves. Ops whose hidden allocations depend on the kernels (convolutions, oneDNN LSTM layers) are
+recorded as kernel calls (:mod:`memsim.tracing.kernels`); after the step each distinct one runs once for real
+on the host, on zeros, under the profiler (:mod:`memsim.backends.host`, cached on disk), to size its scratch.
 
 Recorded semantics (what a simulator must know):
     * Parameters, buffers, inputs and optimizer state have ``birth=0`` and ``death=n_ops-1``.
@@ -35,12 +36,11 @@ Known limitations:
       parameters that get no gradient in the traced step is dropped (as a real first step would not make it).
     * Tensors held as plain (unregistered) module attributes are deep-copied for real, and counted as
       pre-existing ``BUFFER`` storages named "(untracked)" when the step reads them.
-    * Only the CPU kernels' hidden allocations that have a rule in :mod:`memsim.tracing.cpu` are predicted;
-      sizes of multi-threaded kernel scratch depend on the thread count of the measuring machine.
+    * Only the hidden allocations of recorded kernel calls (convolutions, oneDNN LSTM) are predicted; the
+      probes measure this host's kernels at its thread count (what ``Trace.peak_bytes`` is for).
     * Python garbage (reference cycles) is assumed freed when the last reference goes, as refcounting does.
-    * CPU rules were measured with torch 2.13's oneDNN on x86-64 (channels blocked by 8 for fp32); other
-      CPUs/ISAs may block differently. Channels-last, fp16/bf16, transposed and 3-D/5-D convolutions, and
-      the non-oneDNN (``slow_conv2d``) path have no workspace rule yet (their scratch is not predicted).
+    * A probe whose real tensors would exceed ``MEMSIM_PROBE_LIMIT`` (96 MiB) runs at two smaller batches and
+      is extrapolated linearly; oneDNN can switch implementation between those batches and the traced one.
     * Scalars the CPU kernels create internally (a few bytes per op) are not counted, nor oneDNN's
       per-thread weight-gradient reduction buffers (KiBs to ~100 KiB per convolution, depending on the
       thread count): about 1% of the peak for a tiny CNN at batch 1, invisible for the zoo models.

@@ -10,7 +10,7 @@ class Target(str, Enum):
     """The backend whose kernels a trace predicts.
 
     Members:
-        CPU: PyTorch's CPU kernels (ATen native + oneDNN), rules in :mod:`memsim.tracing.cpu`.
+        CPU: the host's CPU kernels (ATen native + oneDNN), measured by :mod:`memsim.backends.host`.
     """
 
     CPU = "cpu"
@@ -28,10 +28,10 @@ def validate_target(target) -> Target:
 
 
 def rules_for(target: Target):
-    """The rule object for ``target``: ``on_op(recorder, op_index, func, args, kwargs, out)`` adds the
-    allocations the real kernels make that the fake kernels do not show."""
+    """The rule object for ``target``: ``on_op(recorder, op_index, func, args, kwargs, out)`` records the
+    kernel calls whose hidden allocations the host's kernels are then probed for."""
     if target is Target.CPU:
-        from memsim.tracing.cpu import CpuRules
+        from memsim.tracing.kernels import KernelCallRecorder
 
-        return CpuRules()
+        return KernelCallRecorder()
     raise InputError(f"no rules for target {target}")  # pragma: no cover - enum is exhaustive

@@ -187,11 +187,13 @@ def make_recorder_class():
         def index_of(self, t) -> int | None:
             return self.live.get(t.untyped_storage()._cdata)
 
-        def add_workspace(self, nbytes: int, op_index: int, label: str, module: str) -> None:
+        def add_workspace(self, nbytes: int, op_index: int, label: str, module: str) -> int:
+            """Add a kernel workspace of ``nbytes`` alive during op ``op_index`` only; returns its entry index."""
             e = StorageEntry(int(nbytes), "uint8", (int(nbytes),), op_index, Category.WORKSPACE, module,
                              self.ops[op_index].name, label)
             e.death = op_index
             self.entries.append(e)
+            return len(self.entries) - 1
 
         # ---- where are we ----
         def current_module(self) -> str:

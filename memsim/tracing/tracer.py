@@ -209,7 +209,12 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
             h.remove()
 
     dropped = {idx for idx, pid in state_entries if pid not in got_grad}
+    calls = list(getattr(rec.rules, "calls", []))
+    _size_kernel_calls(rec, calls)
     timeline, remap = _build_timeline(rec, grad_entries, output_entries, dropped, rec.param_module)
+    for call in calls:
+        call.workspace = remap.get(call.workspace, -1)
+        call.outputs = tuple(remap.get(i, -1) if i >= 0 else -1 for i in call.outputs)
     del opt, fmodel, finputs, params
     for nid in graph.nodes:
         data = graph.nodes[nid]
@@ -225,7 +230,29 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
         "torch_version": torch.__version__,
         "memsim_version": __version__,
     }
-    return Trace(timeline=timeline, graph=graph, meta=meta)
+    if calls:
+        from memsim.backends.host import host_signature
+
+        meta["host"] = host_signature()
+    return Trace(timeline=timeline, graph=graph, meta=meta, kernel_calls=calls)
+
+
+def _size_kernel_calls(rec, calls) -> None:
+    """Probe the host's kernels for every kernel call (:mod:`memsim.backends.host`) and size the calls'
+    workspaces (and backend-sized outputs) with what they measure (bytes)."""
+    if not calls:
+        return
+    from memsim.backends.host import HostKernels
+
+    HostKernels().cost(calls)
+    for call in calls:
+        workspace = rec.entries[call.workspace]
+        workspace.nbytes = int(call.host.get("workspace", 0))
+        workspace.shape = (workspace.nbytes,)
+        for position, nbytes in call.host.get("outputs", {}).items():
+            entry = call.outputs[int(position)]
+            if entry >= 0:
+                rec.entries[entry].nbytes = int(nbytes)
 
 
 def _build_timeline(rec, grad_entries: dict, output_entries: set, dropped: set, param_module: dict):
