@@ -1,7 +1,11 @@
 """memsim: predict and shrink the peak memory of one PyTorch training step on small devices.
 
 The heavy parts (torch, plotly) are imported on first use so that ``memsim --version`` and re-simulating a
-saved trace stay fast.
+saved trace stay fast. The packages, in the order data flows through them: ``core`` (errors, choices,
+units, the timeline and :class:`Trace`), ``tracing`` (one training step on fake tensors), ``backends``
+(kernel scratch per backend), ``measure`` (ground truth: profiler peaks, sparsity), ``simulation``
+(policies, allocator, devices → :class:`Report`), ``runtime`` (compressed activations in real training),
+``output`` (text, figures, HTML), ``workflow`` (:func:`profile`: the CLI's answer as one call) and ``cli``.
 
 Example:
     >>> import memsim, models_zoo
@@ -19,17 +23,18 @@ __version__ = "0.1.0"
 # public name -> "module:attribute", resolved lazily (PEP 562)
 _LAZY = {
     "trace": "memsim.tracing:trace",
-    "Trace": "memsim.traced_step:Trace",
-    "Category": "memsim.categories:Category",
-    "Phase": "memsim.categories:Phase",
-    "measure_sparsity": "memsim.sparsity:measure_sparsity",
-    "simulate": "memsim.simulate:simulate",
-    "Report": "memsim.simulate:Report",
-    "compressed_activations": "memsim.runtime:compressed_activations",
-    "MemsimError": "memsim.errors:MemsimError",
+    "Trace": "memsim.core.trace:Trace",
+    "Category": "memsim.core.categories:Category",
+    "Phase": "memsim.core.categories:Phase",
+    "measure_sparsity": "memsim.measure.sparsity:measure_sparsity",
+    "simulate": "memsim.simulation.simulate:simulate",
+    "Report": "memsim.simulation.simulate:Report",
+    "compressed_activations": "memsim.runtime.hooks:compressed_activations",
+    "MemsimError": "memsim.core.errors:MemsimError",
 }
-_SUBMODULES = {"codec", "devices", "policies", "timeline", "viz", "runtime", "tracing", "sparsity", "simulate",
-               "html_report", "graph_export", "allocator", "units", "report_text", "step", "measure"}
+# the packages, in the order data flows through them (README "Architecture")
+_SUBMODULES = {"codec", "core", "tracing", "backends", "measure", "simulation", "runtime", "output", "workflow",
+               "cli"}
 
 __all__ = sorted([*_LAZY, "codec", "__version__"])
 

@@ -41,7 +41,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from memsim import _bitmap
-from memsim.errors import InputError
+from memsim.core.errors import InputError
 
 HEADER_BYTES: int = _bitmap.HEADER_BYTES
 """Size of the fixed header of every encoding (bytes)."""

@@ -38,7 +38,7 @@ def create(name: str, *, device: Any = "cpu", weights: Any = None, seed: int | N
         overrides: constructor options, e.g. ``num_classes=10`` or ``n_layer=2``.
 
     Raises:
-        memsim.errors.InputError: unknown name (lists close and valid names), unknown option (lists valid
+        memsim.core.errors.InputError: unknown name (lists close and valid names), unknown option (lists valid
             ones), bad device, unreadable or mismatching weights.
 
     Example:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from memsim.errors import InputError
+from memsim.core.errors import InputError
 from models_zoo.registry import check_overrides, lookup
 from models_zoo.model_spec import _parse_device
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from memsim.errors import InputError
+from memsim.core.errors import InputError
 from models_zoo.registry import Family, Task, check_overrides, lookup
 
 

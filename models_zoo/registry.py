@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable
 
-from memsim.errors import InputError
+from memsim.core.errors import InputError
 
 
 class Family(str, Enum):

@@ -1,6 +1,6 @@
 """Small hand-built traces and a report stand-in for the figure, HTML and graph-export tests.
 
-The report implements the interface ``memsim.simulate.Report`` promises (policy, device, budgets,
+The report implements the interface ``memsim.simulation.simulate.Report`` promises (policy, device, budgets,
 ``memory_curve(policy)``, ``category_curves(policy)``, ``table_rows()``, ``breakdown``), with one policy,
 ``bitmap``, that halves every activation. The numbers are chosen so the tests can check them by hand.
 """
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from memsim.categories import Category, Phase
-from memsim.timeline import OpRecord, TensorRecord, Timeline
-from memsim.traced_step import Trace
+from memsim.core.categories import Category, Phase
+from memsim.core.timeline import OpRecord, TensorRecord, Timeline
+from memsim.core.trace import Trace
 
 MiB = 1024**2
 
@@ -59,7 +59,7 @@ def small_trace() -> Trace:
     for k in range(11, 0, -1):
         graph.add_edge(k, k - 1)
     graph.add_edge(6, 3)  # a skip connection, so the layout has a node with two parents
-    meta = {"model": "tiny_cnn", "batch_size": 2, "optimizer": "momentum", "target": "cpu"}
+    meta = {"model": "tiny_cnn", "batch_size": 2, "optimizer": "momentum"}
     return Trace(timeline=Timeline(ops=ops, tensors=tensors), graph=graph, meta=meta)
 
 
@@ -99,7 +99,7 @@ class FakeBreakdown:
 
 @dataclass
 class FakeCosted:
-    """Storages as intervals after a policy (like memsim.policies.CostedTimeline)."""
+    """Storages as intervals after a policy (like memsim.simulation.policies.CostedTimeline)."""
 
     n_ops: int
     birth: np.ndarray
@@ -126,7 +126,7 @@ class FakeResult:
 
 
 class FakeReport:
-    """Duck-typed stand-in for ``memsim.simulate.Report``.
+    """Duck-typed stand-in for ``memsim.simulation.simulate.Report``.
 
     Policy ``bitmap`` keeps an activation dense at the op that makes it and encoded at half its size from the
     next op until it dies, so one storage gives two intervals, as real policies do.

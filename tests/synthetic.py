@@ -1,9 +1,9 @@
 """A hand-built trace of a chain of ReLU layers, with a known timeline, for simulator tests."""
 import networkx as nx
 
-from memsim.categories import Category, Phase
-from memsim.timeline import OpRecord, TensorRecord, Timeline
-from memsim.traced_step import Trace
+from memsim.core.categories import Category, Phase
+from memsim.core.timeline import OpRecord, TensorRecord, Timeline
+from memsim.core.trace import Trace
 
 
 def chain_trace(layers: int = 4, act_bytes: int = 4_000_000, batch_size: int = 8, param_bytes: int = 1_000_000) -> Trace:

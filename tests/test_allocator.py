@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memsim.allocator import (
+from memsim.simulation.allocator import (
     K_LARGE_BUFFER,
     K_SMALL_BUFFER,
     AllocatorKind,
@@ -21,9 +21,9 @@ from memsim.allocator import (
     replay,
     round_size,
 )
-from memsim.categories import Category, Phase
-from memsim.errors import InputError
-from memsim.timeline import OpRecord, Timeline, TensorRecord, allocation_events
+from memsim.core.categories import Category, Phase
+from memsim.core.errors import InputError
+from memsim.core.timeline import OpRecord, Timeline, TensorRecord, allocation_events
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -331,7 +331,7 @@ def test_replayed_timeline_requested_peak_equals_timeline_peak():
 # ---- property tests against a brute-force reference model ----
 
 class ReferenceCaching:
-    """The same rules as memsim.allocator, written the slow obvious way: segments are lists of
+    """The same rules as memsim.simulation.allocator, written the slow obvious way: segments are lists of
     [size, allocated] blocks in address order; best fit scans every free block."""
 
     def __init__(self):

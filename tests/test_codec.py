@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import memsim.codec as codec
-from memsim.errors import InputError
+from memsim.core.errors import InputError
 
 ISAS = [isa.value for isa in codec.available_isas()]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from memsim import devices
-from memsim.allocator import AllocatorKind
-from memsim.devices import Device, DeviceKind
-from memsim.errors import InputError
+from memsim.simulation import devices
+from memsim.simulation.allocator import AllocatorKind
+from memsim.simulation.devices import Device, DeviceKind
+from memsim.core.errors import InputError
 
 MiB, GiB = 1 << 20, 1 << 30
 EXAMPLE = Path(__file__).parent / "data" / "example_device.toml"
@@ -94,7 +94,7 @@ def test_to_dict_is_json_ready():
 
 
 def test_catalog_does_not_import_torch():
-    code = "import sys, memsim.devices as d; d.catalog(); print('torch' in sys.modules)"
+    code = "import sys, memsim.simulation.devices as d; d.catalog(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

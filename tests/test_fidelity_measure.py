@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from memsim import step
-from memsim.errors import InputError
-from memsim.measure import measure_peak, measure_step_peak
+from memsim.tracing import step
+from memsim.core.errors import InputError
+from memsim.measure.profiler import measure_peak, measure_step_peak
 
 N = 1000          # Linear(N, N, bias=False): weight N*N fp32
 B = 8             # batch

@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 import pytest
 
 from fake_report import FakeReport, large_trace, small_trace
-from memsim import html_report
-from memsim.errors import InputError
+from memsim.output import html as html_report
+from memsim.core.errors import InputError
 
 
 class _Collector(HTMLParser):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import models_zoo
-from memsim.errors import InputError
+from memsim.core.errors import InputError
 
 # Parameter counts of torchvision's models (weights=None) and Hugging Face GPT2LMHeadModel (tied head).
 KNOWN_PARAMETER_COUNTS = {

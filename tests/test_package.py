@@ -15,6 +15,6 @@ def test_version_matches_package():
 
 
 def test_import_does_not_import_torch():
-    code = "import sys, memsim, memsim.traced_step, memsim.timeline; print('torch' in sys.modules)"
+    code = "import sys, memsim, memsim.core.trace, memsim.core.timeline; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

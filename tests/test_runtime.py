@@ -12,9 +12,9 @@ import torch.nn as nn
 
 import memsim
 import models_zoo
-from memsim.errors import InputError
-from memsim.runtime import Backend, Policy, Reason, _Hooks, compressed_activations
-from memsim.runtime_store import (Bits, NarrowInt, TorchBitmap, _pack_bool_torch, _unpack_bool_torch,
+from memsim.core.errors import InputError
+from memsim.runtime.hooks import Backend, Policy, Reason, _Hooks, compressed_activations
+from memsim.runtime.store import (Bits, NarrowInt, TorchBitmap, _pack_bool_torch, _unpack_bool_torch,
                                   narrow_dtype, pack_bool, unpack_bool)
 
 
@@ -415,7 +415,7 @@ def test_bad_arguments_are_input_errors():
 
 def test_measured_peak_drops_by_what_the_hooks_saved():
     """The real win: the profiler's measured peak falls by about the bytes the hooks did not keep."""
-    from memsim.measure import measure_peak
+    from memsim.measure.profiler import measure_peak
 
     torch.manual_seed(8)
     layers = []

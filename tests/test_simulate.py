@@ -2,8 +2,8 @@
 import pytest
 
 import memsim
-from memsim.errors import InputError
-from memsim.policies import Policy, apply_policy, parse_policies
+from memsim.core.errors import InputError
+from memsim.simulation.policies import Policy, apply_policy, parse_policies
 from synthetic import chain_trace
 
 MB = 1_000_000

@@ -5,8 +5,8 @@ import torch
 import memsim
 import models_zoo
 from memsim import codec
-from memsim.categories import Category
-from memsim.errors import InputError
+from memsim.core.categories import Category
+from memsim.core.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_several_batches_and_save_load(small, tmp_path):
     sp = memsim.measure_sparsity(model, batches, progress=False)
     assert sp.batches == 3
     sp.save(tmp_path / "sp.json")
-    again = memsim.sparsity.MeasuredSparsity.load(tmp_path / "sp.json")
+    again = memsim.measure.sparsity.MeasuredSparsity.load(tmp_path / "sp.json")
     assert again.mean_sparsity == pytest.approx(sp.mean_sparsity)
 
 

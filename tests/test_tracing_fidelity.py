@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import memsim
-from memsim.measure import measure_step_peak
+from memsim.measure.profiler import measure_step_peak
 
 
 class ConvReLUInplace(nn.Module):

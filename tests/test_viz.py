@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from fake_report import MiB, FakeReport, large_trace, small_trace
-from memsim import graph_export, viz
-from memsim.categories import CATEGORY_COLORS, Category, Phase
-from memsim.errors import InputError
+from memsim.output import graph as graph_export
+from memsim.output import figures as viz
+from memsim.core.categories import CATEGORY_COLORS, Category, Phase
+from memsim.core.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +262,7 @@ def test_graph_figure_layers_from_the_loss_and_colours_by_saved_bytes(trace):
 def test_real_report_figures_agree_with_the_report(tmp_path):
     torch = pytest.importorskip("torch")
     import memsim
-    from memsim import html_report
+    from memsim.output import html as html_report
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(8 * 14 * 14, 10))

@@ -40,7 +40,7 @@ PROBE_FORMAT = 1
 
 def probe_limit() -> int:
     """Bytes of real tensors one probe may allocate (``MEMSIM_PROBE_LIMIT``, default 96 MiB)."""
-    from memsim.units import parse_size
+    from memsim.core.units import parse_size
 
     value = os.environ.get(PROBE_LIMIT_ENV)
     return parse_size(value) if value else DEFAULT_PROBE_LIMIT
@@ -340,7 +340,7 @@ class HostKernels:
 
     def __init__(self, cache_directory: Path | None | str = "default"):
         if cache_directory == "default":
-            from memsim.trace_cache import cache_dir
+            from memsim.workflow.cache import cache_dir
 
             cache_directory = cache_dir()
         self.signature = host_signature()

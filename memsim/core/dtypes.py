@@ -9,7 +9,7 @@ Example:
 """
 from __future__ import annotations
 
-from memsim.errors import InputError
+from memsim.core.errors import InputError
 
 #: Bytes per element of every dtype memsim knows.
 ITEMSIZE: dict[str, int] = {
@@ -40,7 +40,7 @@ def itemsize(dtype) -> int:
 
 
 def require(dtype) -> str:
-    """:func:`normalize`, raising :class:`memsim.errors.InputError` for a dtype memsim does not know."""
+    """:func:`normalize`, raising :class:`memsim.core.errors.InputError` for a dtype memsim does not know."""
     name = normalize(dtype)
     if name not in ITEMSIZE:
         raise InputError(f"unknown dtype {dtype!r}; valid dtypes: {', '.join(sorted(ITEMSIZE))}")

@@ -29,7 +29,7 @@ Recorded semantics (what a simulator must know):
 Known limitations:
     * Values are not known: ``.item()`` / ``bool(tensor)`` on a traced tensor read 1 (True), so value-dependent
       control flow follows that branch; ops whose output *shape* depends on values (``nonzero``,
-      ``masked_select``, boolean indexing, ``unique``) raise :class:`memsim.errors.ModelError`.
+      ``masked_select``, boolean indexing, ``unique``) raise :class:`memsim.core.errors.ModelError`.
     * Tensors a model creates lazily in its first forward and caches on itself count from the op that made
       them, not from the start of the step (the real steady-state step has them from the start).
     * Optimizer state is created by a step with zero gradients for every trainable parameter; state of
@@ -47,7 +47,6 @@ Known limitations:
 """
 from __future__ import annotations
 
-from memsim.tracing.backends import Target
 from memsim.tracing.tracer import trace
 
-__all__ = ["trace", "Target"]
+__all__ = ["trace"]

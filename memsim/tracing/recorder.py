@@ -9,8 +9,8 @@ from __future__ import annotations
 import weakref
 from typing import Callable
 
-from memsim.categories import Category, Phase
-from memsim.timeline import OpRecord
+from memsim.core.categories import Category, Phase
+from memsim.core.timeline import OpRecord
 
 
 #: Answer repeated ops from memsim's shape-keyed cache in front of FakeTensorMode's (switch off to compare).
@@ -18,7 +18,7 @@ FAST_CACHE = True
 
 
 class StorageEntry:
-    """A storage seen during tracing (mutable; becomes a :class:`memsim.timeline.TensorRecord`)."""
+    """A storage seen during tracing (mutable; becomes a :class:`memsim.core.timeline.TensorRecord`)."""
 
     __slots__ = ("nbytes", "dtype", "shape", "category", "birth", "death", "module", "op", "name",
                  "saved_by", "uses", "param")

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from memsim import step as step_mod
-from memsim.categories import Category, Phase
-from memsim.errors import InputError, MemsimError, ModelError
-from memsim.timeline import TensorRecord, Timeline
-from memsim.tracing.backends import rules_for, validate_target
+from memsim.tracing import step as step_mod
+from memsim.core.categories import Category, Phase
+from memsim.core.errors import InputError, MemsimError, ModelError
+from memsim.core.timeline import TensorRecord, Timeline
+from memsim.tracing.kernels import KernelCallRecorder
 from memsim.tracing.recorder import OpFailed, Recorder, _tensors
-from memsim.traced_step import Trace
+from memsim.core.trace import Trace
 
 
 def _describe_failure(e: BaseException, phase: Phase, rec) -> str:
@@ -82,11 +82,11 @@ def _create_optimizer_state(opt, params: list, rec) -> None:
         rec.quiet = False
 
 
-def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd", target: str = "cpu") -> Trace:
+def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd") -> Trace:
     """Trace one steady-state training step of ``model`` on ``inputs`` without running it.
 
     The step is forward, ``loss_fn(output)``, ``backward()``, ``optimizer.step()``,
-    ``zero_grad(set_to_none=True)`` with the optimizer state already created (see :mod:`memsim.step`). It
+    ``zero_grad(set_to_none=True)`` with the optimizer state already created (see :mod:`memsim.tracing.step`). It
     runs on FakeTensorMode's fake CPU tensors: no memory proportional to weights or activations is
     allocated, and the user's ``model`` (real CPU or meta device) is not modified.
 
@@ -94,16 +94,15 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
         model: a ``torch.nn.Module``.
         inputs: a tensor or tuple of positional inputs (real, meta or fake; integer token ids work); dim 0
             of the first tensor is the batch.
-        loss_fn: ``callable(output) -> scalar tensor``; default :func:`memsim.step.default_loss` (mean of the
+        loss_fn: ``callable(output) -> scalar tensor``; default :func:`memsim.tracing.step.default_loss` (mean of the
             first output tensor).
         optimizer: "sgd", "momentum", "adam", "adamw" or ``callable(params) -> torch.optim.Optimizer``.
-        target: backend whose kernels are predicted ("cpu").
 
     Returns:
-        A :class:`memsim.traced_step.Trace`; ``trace(...).peak_bytes`` is the predicted peak in bytes.
+        A :class:`memsim.core.trace.Trace`; ``trace(...).peak_bytes`` is the predicted peak in bytes.
 
     Raises:
-        InputError: a bad argument (unknown optimizer or target, not a module).
+        InputError: a bad argument (unknown optimizer, not a module).
         ModelError: the step failed; the message names the phase, module path and op.
 
     Example:
@@ -119,11 +118,10 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     opt_spec = step_mod.validate_optimizer(optimizer)
-    tgt = validate_target(target)
     inputs = step_mod.as_input_tuple(inputs)
     loss_fn = loss_fn or step_mod.default_loss
 
-    rec = Recorder(rules_for(tgt))      # the fake mode that also records
+    rec = Recorder(KernelCallRecorder())      # the fake mode that also records, and notes kernel calls
     fmodel = fake_model(model, rec)
     finputs = fake_inputs(inputs, rec)
 
@@ -226,14 +224,12 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
         "inputs": [{"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
                    for t in _tensors(inputs, [])],
         "optimizer": step_mod.optimizer_label(opt_spec),
-        "target": str(tgt),
         "torch_version": torch.__version__,
         "memsim_version": __version__,
     }
-    if calls:
-        from memsim.backends.host import host_signature
+    from memsim.backends.host import host_signature
 
-        meta["host"] = host_signature()
+    meta["host"] = host_signature()
     return Trace(timeline=timeline, graph=graph, meta=meta, kernel_calls=calls)
 
 

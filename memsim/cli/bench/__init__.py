@@ -1,0 +1,1 @@
+"""``memsim bench ...``: benchmarks that print tables (speed and accuracy, measured side by side)."""

@@ -1,0 +1,267 @@
+"""``memsim profile``, ``memsim check`` and ``memsim devices``.
+
+Flow: MODEL → workload (model factory, inputs, loss) → trace at the batch size and at a second one (to learn
+what scales with the batch) → sparsity → simulate (every requested policy) → text / JSON / HTML / exit code.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import click
+
+from memsim.cli import params
+from memsim.core.errors import InputError
+
+
+def _device_option(f):
+    f = click.option("--device", "device", type=params.DEVICE, default=None,
+                     help="Device from the catalog (see `memsim devices`).")(f)
+    f = click.option("--device-file", type=click.Path(dir_okay=False), default=None,
+                     help="Your own device description (TOML; see `memsim devices --template`).")(f)
+    f = click.option("--budget", type=params.SIZE, default=None,
+                     help="Memory budget instead of a device, e.g. 3.5GiB or 4GB.")(f)
+    return f
+
+
+def _workload_options(f):
+    for opt in reversed([
+        click.option("--batch-size", "-b", type=params.BATCH, default=None,
+                     help="Batch size (default: the model's default)."),
+        click.option("--input-shape", type=params.SHAPE, default=None,
+                     help="Per-sample input shape, e.g. 3,224,224 (default: the model's)."),
+        click.option("--optimizer", type=params.OPTIMIZER, default="momentum", show_default=True,
+                     help="sgd, momentum, adam or adamw."),
+        click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="state_dict for a zoo model (used by --sparsity measured)."),
+        click.option("--cache/--no-cache", default=True, show_default=True,
+                     help="Reuse a cached trace of a zoo model (see memsim.workflow.cache; MEMSIM_CACHE_DIR)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _resolve_device(device, device_file, budget):
+    from memsim.simulation import devices
+
+    given = [x for x in (device, device_file, budget) if x is not None]
+    if len(given) > 1:
+        raise InputError("give one of --device, --device-file or --budget, not several")
+    if device_file is not None:
+        return devices.load_file(device_file)
+    if budget is not None:
+        return devices.from_budget(budget)
+    return device
+
+
+def _trace_workload(model_arg, batch_size, input_shape, optimizer, weights, scaling=True, cache=True):
+    """Trace MODEL at ``batch_size`` and (for max-batch search) at a second batch size.
+
+    Returns (workload or None when the traces came from the cache, trace, trace with batch scaling or None).
+    """
+    import models_zoo
+
+    from memsim.workflow import cache as trace_cache
+
+    key = None
+    if cache and ":" not in model_arg and model_arg in models_zoo.names():
+        key = trace_cache.cache_key(model=model_arg, batch_size=batch_size, input_shape=input_shape,
+                                    optimizer=optimizer, scaling=scaling)
+        hit = trace_cache.load(key)
+        if hit is not None:
+            click.echo("(trace from cache; --no-cache traces again)", err=True)
+            return None, hit[0], hit[1]
+    w, tr, scaled = _trace_fresh(model_arg, batch_size, input_shape, optimizer, weights, scaling)
+    if key is not None:
+        trace_cache.store(key, tr, scaled)
+    return w, tr, scaled
+
+
+def _trace_fresh(model_arg, batch_size, input_shape, optimizer, weights, scaling):
+    import memsim
+    from memsim.workflow.workload import load_workload
+
+    w = load_workload(model_arg, input_shape=input_shape, weights=weights)
+    b = batch_size or w.default_batch_size
+    model = w.build("meta")
+    tr = memsim.trace(model, w.inputs(b, "meta"), loss_fn=w.loss_fn, optimizer=optimizer)
+    tr.meta["model"] = w.name
+    scaled = None
+    if scaling:
+        def at(batch):
+            return memsim.trace(model, w.inputs(batch, "meta"), loss_fn=w.loss_fn, optimizer=optimizer)
+
+        try:
+            scaled = tr.attach_scaling(at(b + 1 if b == 1 else max(1, b // 2)))
+        except InputError as e:
+            if b != 1:
+                tr.meta.setdefault("notes", []).append(f"no max batch size: {e}")
+            else:  # batch 1 often takes other code paths (squeezed dims): scale from batches 2 and 3
+                try:
+                    scaled = at(2).attach_scaling(at(3))
+                except InputError as e2:
+                    tr.meta.setdefault("notes", []).append(f"no max batch size: {e2}")
+    return w, tr, scaled
+
+
+def _simulate(tr, scaled, **kwargs):
+    """simulate() on ``tr``; when only another trace (``scaled``) knows how the step grows with the batch,
+    the max batch sizes come from it."""
+    import memsim
+
+    rep = memsim.simulate(tr, **kwargs)
+    if scaled is not None and scaled is not tr:
+        other = memsim.simulate(scaled, **kwargs)
+        for name, res in rep.results.items():
+            res.max_batch_size = other.results[name].max_batch_size
+    return rep
+
+
+def _sparsity_value(sparsity, w, batch_size, model_arg=None, weights=None, input_shape=None):
+    if sparsity == "none":
+        return None
+    if sparsity != "measured":
+        return sparsity
+    import memsim
+    from memsim.workflow.workload import load_workload
+
+    w = w or load_workload(model_arg, input_shape=input_shape, weights=weights)
+
+    model = w.build("cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        measured = memsim.measure_sparsity(model, w.inputs(min(2, batch_size), "cpu"), random_data=True)
+    for c in caught:
+        click.echo(f"warning: {c.message}", err=True)
+    return measured
+
+
+def _write_json(data: dict, target: str) -> None:
+    text = json.dumps(data, indent=2)
+    if target == "-":
+        click.echo(text)
+    else:
+        Path(target).write_text(text + "\n")
+
+
+@click.command()
+@click.argument("model")
+@_device_option
+@_workload_options
+@click.option("--policy", type=params.POLICIES, default="all", show_default=True,
+              help="none, bitmap, bitmap+mask+indices, fp16, bf16, checkpoint, a comma-separated list, or all.")
+@click.option("--sparsity", type=params.SPARSITY, default="0.5", show_default=True,
+              help="Zero fraction of ReLU/Dropout activations (0.5, 50%), 'measured' (real forward on random "
+                   "data with the codec), 'none', or a saved measurement file.")
+@click.option("--margin", type=params.FRACTION, default="0", help="Keep this share of the budget free, e.g. 10%.")
+@click.option("--json", "json_out", default=None, metavar="PATH|-", help="Write the report as JSON ('-' = stdout).")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
+              help="Write a standalone HTML report with interactive figures.")
+@click.option("--save-trace", type=click.Path(dir_okay=False), default=None,
+              help="Save the trace (JSON, .gz to compress) for `memsim check` without tracing again.")
+@click.option("--color/--no-color", default=None, help="Colour the category names (default: on a terminal).")
+def profile(model, device, device_file, budget, batch_size, input_shape, optimizer, weights, cache, policy,
+            sparsity, margin, json_out, html_out, save_trace, color):
+    """Predict the peak memory of one training step of MODEL and what would make it fit.
+
+    MODEL is a zoo name (resnet50), package.module:factory or path/to/file.py:factory.
+    """
+    import memsim
+
+    start = time.perf_counter()
+    dev = _resolve_device(device, device_file, budget) or "jetson-nano"
+    w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights, cache=cache)
+    sp = _sparsity_value(sparsity, w, tr.batch_size, model, weights, input_shape)
+    rep = _simulate(tr, scaled, device=dev, policy=policy, sparsity=sp, margin=margin)
+    if save_trace:
+        tr.save(save_trace)
+    if json_out == "-":
+        _write_json(rep.to_dict(), "-")
+    else:
+        color = sys.stdout.isatty() if color is None else color
+        click.echo(_render(rep, color))
+        if json_out:
+            _write_json(rep.to_dict(), json_out)
+    if html_out:
+        from memsim.output import html as html_report
+
+        html_report.write_html(rep, html_out)
+        click.echo(f"wrote {html_out}", err=True)
+    click.echo(f"({time.perf_counter() - start:.2f} s)", err=True)
+
+
+def _render(rep, color):
+    from memsim.output import text as report_text
+
+    return report_text.render(rep, color=color)
+
+
+@click.command()
+@click.argument("model")
+@_device_option
+@_workload_options
+@click.option("--policy", type=params.POLICIES, default="none", show_default=True,
+              help="The policy to gate on (one name).")
+@click.option("--sparsity", type=params.SPARSITY, default="0.5", show_default=True,
+              help="As for profile.")
+@click.option("--margin", type=params.FRACTION, default="0", help="Fail unless this share of the budget stays free.")
+@click.option("--json", "json_out", default=None, metavar="PATH|-", help="Also write the report as JSON.")
+def check(model, device, device_file, budget, batch_size, input_shape, optimizer, weights, cache, policy,
+          sparsity, margin, json_out):
+    """Exit 0 if one training step of MODEL fits the device, 1 if it does not, 2 on bad input.
+
+    MODEL may also be a trace saved by `memsim profile --save-trace` (no tracing again).
+    """
+    import memsim
+
+    dev = _resolve_device(device, device_file, budget)
+    if dev is None:
+        raise InputError("check needs --device, --device-file or --budget")
+    if len(policy) != 1:
+        raise InputError("check gates on one policy; give --policy NAME")
+    if _looks_like_trace(model):
+        if input_shape or weights or sparsity == "measured":
+            raise InputError("--input-shape, --weights and --sparsity measured need a model, not a saved trace")
+        tr = memsim.Trace.load(model)
+        sp = None if sparsity == "none" else sparsity
+        rep = memsim.simulate(tr, device=dev, policy=policy, sparsity=sp, margin=margin, batch_size=batch_size)
+    else:
+        w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights, cache=cache)
+        sp = _sparsity_value(sparsity, w, tr.batch_size, model, weights, input_shape)
+        rep = _simulate(tr, scaled, device=dev, policy=policy, sparsity=sp, margin=margin)
+    from memsim.output import text as report_text
+
+    if json_out:
+        _write_json(rep.to_dict(), json_out)
+    click.echo(report_text.check_line(rep), err=json_out == "-")
+    click.get_current_context().exit(0 if rep.fits else 1)
+
+
+def _looks_like_trace(arg: str) -> bool:
+    return arg.endswith((".json", ".json.gz")) or (Path(arg).is_file() and ":" not in arg and not arg.endswith(".py"))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the catalog as JSON.")
+@click.option("--template", is_flag=True, help="Print a device file template for --device-file.")
+def devices(as_json, template):
+    """List the device catalog (memory, what the OS and runtime take, allocator)."""
+    from memsim.simulation import devices as catalog
+    from memsim.output.text import _table
+    from memsim.core.units import format_bytes
+
+    if template:
+        click.echo(catalog.template())
+        return
+    devs = [catalog.get(n) for n in catalog.names()]
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in devs], indent=2))
+        return
+    rows = [[d.name, d.display_name, format_bytes(d.total_bytes), format_bytes(d.os_reserved_bytes),
+             format_bytes(d.runtime_bytes), format_bytes(d.budget_bytes), str(getattr(d.allocator, "value", d.allocator))]
+            for d in devs]
+    for line in _table(["name", "device", "memory", "OS", "runtime", "for tensors", "allocator"], rows, right={2, 3, 4, 5}):
+        click.echo(line)

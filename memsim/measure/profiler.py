@@ -1,0 +1,123 @@
+"""Ground truth: the measured peak memory of one real training step on the CPU.
+
+Method (see DESIGN.md, "How to know a prediction is right"): run the step under
+``torch.profiler.profile(activities=[CPU], profile_memory=True, record_shapes=True, with_stack=True)`` and
+replay ``prof._memory_profile().timeline``: PREEXISTING and CREATE add bytes, DESTROY subtracts them
+(INCREMENT_VERSION only re-labels a tensor and is ignored). The largest running sum is the peak. The
+profiler sees every allocation of the CPU allocator, including kernel workspaces no tensor owns.
+
+PREEXISTING counts only the storages the step touches (parameters, buffers, optimizer state, inputs); memory
+the process holds but the step never uses is not part of a training step's peak.
+
+Example:
+    >>> import torch
+    >>> m = measure_step_peak(torch.nn.Linear(1000, 1000), torch.randn(8, 1000), optimizer="momentum")
+    >>> m.peak_bytes > 3 * 1000 * 1000 * 4   # weights + momentum + gradient
+    True
+"""
+from __future__ import annotations
+
+import copy
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from memsim.tracing import step as step_mod
+
+
+@dataclass
+class MeasuredStep:
+    """What the profiler saw during one step.
+
+    Attributes:
+        peak_bytes: largest live bytes during the step (bytes), baseline included.
+        baseline_bytes: bytes alive at the start of the step that the step touches (bytes).
+        end_bytes: bytes alive at the end (bytes).
+        events: the replayed allocator timeline as ``(time_ns, action, delta_bytes)``, in order; ``action`` is
+            "preexisting", "create" or "destroy". Time is -1 for pre-existing storages.
+        peak_time_ns: time of the event that reached the peak.
+    """
+
+    peak_bytes: int
+    baseline_bytes: int
+    end_bytes: int
+    events: list = field(default_factory=list, repr=False)
+    peak_time_ns: int = -1
+
+    def curve(self) -> list[int]:
+        """Running live bytes after each event of :attr:`events`."""
+        out, live = [], 0
+        for _, _, delta in self.events:
+            live += delta
+            out.append(live)
+        return out
+
+
+def _replay(timeline) -> MeasuredStep:
+    from torch.profiler._memory_profiler import Action
+
+    events: list[tuple[int, str, int]] = []
+    live = baseline = 0
+    peak, peak_time = 0, -1
+    for t, action, _key, size in timeline:
+        if action == Action.PREEXISTING:
+            delta = size
+            baseline += size
+        elif action == Action.CREATE:
+            delta = size
+        elif action == Action.DESTROY:
+            delta = -abs(size)
+        else:  # INCREMENT_VERSION: same storage, new version; no bytes move
+            continue
+        live += delta
+        events.append((t, action.name.lower(), delta))
+        if live > peak:
+            peak, peak_time = live, t
+    return MeasuredStep(peak_bytes=peak, baseline_bytes=baseline, end_bytes=live, events=events,
+                        peak_time_ns=peak_time)
+
+
+def measure_peak(fn: Callable[[], Any], context: Callable[[], contextlib.AbstractContextManager] | None = None
+                 ) -> MeasuredStep:
+    """Run ``fn()`` once under the memory profiler and return its measured peak.
+
+    ``fn`` should run exactly one steady-state step and keep no reference to its results (anything it
+    returns is dropped inside the profiled region). ``context`` is a zero-argument callable returning a
+    context manager entered inside the profiled region around ``fn`` (e.g.
+    ``memsim.compressed_activations``), so what it allocates is measured too.
+
+    Example:
+        >>> m = measure_peak(lambda: run_my_step(), context=memsim.compressed_activations)  # doctest: +SKIP
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        with (context() if context is not None else contextlib.nullcontext()):
+            fn()
+    del torch
+    return _replay(prof._memory_profile().timeline)
+
+
+def measure_step_peak(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd",
+                      warmup_steps: int = 1,
+                      context: Callable[[], contextlib.AbstractContextManager] | None = None) -> MeasuredStep:
+    """Measured peak memory (bytes) of one steady-state training step of ``model`` on the CPU.
+
+    Works on a deep copy of ``model`` (the caller's weights and optimizer-free state are untouched): builds
+    the optimizer (:func:`memsim.tracing.step.make_optimizer`), runs ``warmup_steps`` steps so the optimizer state
+    exists, then profiles one step (:func:`memsim.tracing.step.run_step`). ``inputs`` is a tensor or a tuple of
+    tensors on the CPU; ``loss_fn(output) -> scalar`` defaults to :func:`memsim.tracing.step.default_loss`.
+    ``context`` as in :func:`measure_peak` (entered for the measured step only).
+
+    Example:
+        >>> m = measure_step_peak(torch.nn.Linear(10, 10), torch.randn(4, 10), optimizer="adam")  # doctest: +SKIP
+        >>> m.peak_bytes, m.baseline_bytes
+    """
+    opt_spec = step_mod.validate_optimizer(optimizer)
+    model = copy.deepcopy(model)
+    inputs = step_mod.as_input_tuple(inputs)
+    opt = step_mod.make_optimizer(opt_spec, model.parameters())
+    step_mod.warm_up(model, inputs, loss_fn, opt, warmup_steps)
+    return measure_peak(lambda: step_mod.run_step(model, inputs, loss_fn, opt), context=context)

@@ -1,0 +1,485 @@
+"""What-if policies: re-cost one traced step as if saved activations were stored differently.
+
+A policy never re-traces. It turns the trace's storages into *intervals* (birth, death, bytes) — splitting
+a saved activation into its dense life in the forward pass, its stored form until backward, and the dense
+copy restored for its backward node — and reports its price next to its peak.
+
+Policies (:class:`Policy`):
+
+===================  ========  ===================================================================
+policy               lossless  what changes
+===================  ========  ===================================================================
+none                 yes       nothing: the step as traced
+bitmap               yes       the paper: a saved activation is stored as sparse bitmap +
+                               non-zeros when the codec makes it smaller
+bitmap+mask+indices  yes       bitmap, plus: a tensor saved only for a mask (ReLU, Hardtanh/ReLU6,
+                               Dropout backward) is stored as 1 bit per element; MaxPool indices
+                               in the narrowest integer type that holds the input plane (the same
+                               name and rules as ``memsim.compressed_activations``)
+fp16 / bf16          NO        saved float32 activations stored in half precision
+checkpoint           yes       activation checkpointing per block: a block keeps only its input;
+                               its activations are recomputed in backward (one extra forward)
+===================  ========  ===================================================================
+
+Example:
+    >>> costed = apply_policy(trace, "bitmap", sparsity=0.5)       # doctest: +SKIP
+    >>> costed.peak_bytes < trace.peak_bytes
+    True
+
+Known limitations: a restored dense copy is modelled alive from the first to the last backward op that
+reads the storage (two saving nodes far apart are counted as one long copy, an over-estimate); the stored
+form is modelled alive from the storage's birth (pack happens at the op that saves it, usually the birth op
+or the next one).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+
+import numpy as np
+
+from memsim.core.categories import Category, Phase
+from memsim.core.errors import InputError
+from memsim.core.timeline import _interval_sum, category_interval_sums
+from memsim.core.trace import Trace
+
+
+class Policy(str, Enum):
+    """How saved activations are stored; see the module docstring for each member."""
+
+    NONE = "none"
+    BITMAP = "bitmap"
+    BITMAP_MASK = "bitmap+mask+indices"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    CHECKPOINT = "checkpoint"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def lossless(self) -> bool:
+        return self not in (Policy.FP16, Policy.BF16)
+
+
+POLICY_DESCRIPTIONS = {
+    Policy.NONE: "as traced",
+    Policy.BITMAP: "sparse bitmap codec on saved activations (lossless)",
+    Policy.BITMAP_MASK: "bitmap + 1-bit masks for ReLU/Dropout + narrow MaxPool indices (lossless)",
+    Policy.FP16: "saved float32 activations stored as float16 (LOSSY)",
+    Policy.BF16: "saved float32 activations stored as bfloat16 (LOSSY)",
+    Policy.CHECKPOINT: "recompute each block's activations in backward (extra FLOPs)",
+}
+
+
+def parse_policies(value: str | Policy | list) -> list[Policy]:
+    """Policies from user input: one name, ``"all"``, a comma-separated string or a list.
+
+    >>> parse_policies("none,bitmap")
+    [<Policy.NONE: 'none'>, <Policy.BITMAP: 'bitmap'>]
+    """
+    if isinstance(value, Policy):
+        return [value]
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out: list[Policy] = []
+    for item in items:
+        name = str(item).strip().lower()
+        if name == "all":
+            out.extend(p for p in Policy if p not in out)
+            continue
+        try:
+            p = Policy(name)
+        except ValueError:
+            valid = ", ".join([p.value for p in Policy] + ["all"])
+            raise InputError(f"unknown policy {item!r}; valid policies: {valid}") from None
+        if p not in out:
+            out.append(p)
+    if not out:
+        raise InputError("no policy given; valid policies: " + ", ".join(p.value for p in Policy))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sparsity: which fraction of a saved activation's elements are zero.
+
+# Autograd nodes whose saved tensor is only consulted as a mask (x > 0, lo < x < hi, dropout keep-mask).
+MASK_ONLY_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "NativeDropoutBackward0",
+                   "Relu6Backward0", "LeakyReluBackward0"}
+# Nodes saving the output of an op that creates zeros: the float sparsity applies to these tensors.
+SPARSE_PRODUCER_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "Relu6Backward0",
+                         "NativeDropoutBackward0"}
+SPARSE_PRODUCER_OPS = ("relu", "threshold", "hardtanh", "relu6", "dropout")
+
+_ITEMSIZE = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "double": 8,
+             "int8": 1, "uint8": 1, "bool": 1, "int16": 2, "int32": 4, "int64": 8, "long": 8,
+             "complex64": 8, "complex128": 16}
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a dtype name ("float32" → 4); unknown dtypes count as 4."""
+    return _ITEMSIZE.get(str(dtype).replace("torch.", ""), 4)
+
+
+class SparsityModel:
+    """Zero fraction of each saved activation of a trace.
+
+    Built from a float (applied to activations produced by zero-creating ops: ReLU family and Dropout;
+    others are taken as dense), a dict ``{module path prefix: fraction}`` (longest prefix wins, same
+    producer rule), or a :class:`memsim.measure.sparsity.MeasuredSparsity` (per module and op, measured on real data).
+    """
+
+    def __init__(self, value=None):
+        self.value = value
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float, dict))
+                                       and not hasattr(value, "lookup")):
+            raise InputError(f"bad sparsity {value!r}: expected a fraction in [0, 1], a dict "
+                             "{module prefix: fraction} or the result of memsim.measure_sparsity")
+        if isinstance(value, (int, float)):
+            _check_fraction(value)
+        if isinstance(value, dict):
+            for k, v in value.items():
+                _check_fraction(v, where=f" for module {k!r}")
+
+    @property
+    def label(self) -> str:
+        if self.value is None:
+            return "none"
+        if isinstance(self.value, (int, float)):
+            return f"{float(self.value):g}"
+        if isinstance(self.value, dict):
+            return "per-module"
+        return "measured"
+
+    def of(self, trace: Trace, t) -> float:
+        """Zero fraction assumed for TensorRecord ``t`` of ``trace``."""
+        v = self.value
+        if v is None:
+            return 0.0
+        if hasattr(v, "lookup"):
+            return float(v.lookup(t.module, t.op, t.dtype))
+        if not _is_sparse_producer(trace, t):
+            return 0.0
+        if isinstance(v, dict):
+            best, frac = -1, 0.0
+            for prefix, f in v.items():
+                if (t.module == prefix or t.module.startswith(prefix + ".") or prefix == "") and len(prefix) > best:
+                    best, frac = len(prefix), float(f)
+            return frac
+        return float(v)
+
+
+def _check_fraction(v, where: str = "") -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= float(v) <= 1.0:
+        raise InputError(f"bad sparsity {v!r}{where}: must be a number between 0 and 1")
+
+
+def _saving_node_names(trace: Trace, t) -> list[str]:
+    g = trace.graph
+    return [str(g.nodes[n].get("name", "")) for n in t.saved_by if n in g.nodes]
+
+
+def _is_sparse_producer(trace: Trace, t) -> bool:
+    if any(name in SPARSE_PRODUCER_NODES for name in _saving_node_names(trace, t)):
+        return True
+    return any(k in t.op for k in SPARSE_PRODUCER_OPS)
+
+
+@lru_cache(maxsize=65536)
+def compressed_size(numel: int, dtype: str, sparsity: float) -> int:
+    """Bytes of the codec's encoding of ``numel`` elements at this zero fraction (measured by the native
+    codec's size curve, cached per (numel, dtype, sparsity))."""
+    from memsim import codec
+
+    return int(codec.size_curve((int(numel),), dtype, [float(sparsity)])[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Costed timeline: the intervals a policy leaves.
+
+
+@dataclass
+class CostedTimeline:
+    """Storages after a policy, as intervals over the trace's ops (arrays of equal length).
+
+    ``source`` is the TensorRecord id each interval comes from; ``extra_flops`` the recomputation a policy
+    adds; ``codec_bytes`` the dense bytes it encodes (each is decoded once in backward).
+    """
+
+    policy: Policy
+    n_ops: int
+    birth: np.ndarray
+    death: np.ndarray
+    nbytes: np.ndarray
+    category: np.ndarray  # index into list(Category)
+    source: np.ndarray
+    extra_flops: int = 0
+    codec_bytes: int = 0
+    converted_bytes: int = 0  # dense bytes cast to half precision (fp16/bf16)
+    notes: list[str] = field(default_factory=list)
+
+    def memory_curve(self) -> np.ndarray:
+        """Live bytes at each op under this policy."""
+        return _interval_sum(self.n_ops, self.birth, self.death, self.nbytes)
+
+    def category_curves(self) -> dict[Category, np.ndarray]:
+        """Live bytes at each op under this policy, per category."""
+        return category_interval_sums(self.n_ops, self.birth, self.death, self.nbytes, self.category)
+
+    @property
+    def peak_index(self) -> int:
+        curve = self.memory_curve()
+        return int(np.argmax(curve)) if len(curve) else 0
+
+    @property
+    def peak_bytes(self) -> int:
+        curve = self.memory_curve()
+        return int(curve.max()) if len(curve) else 0
+
+    def live_at(self, index: int) -> list[tuple[int, int, Category]]:
+        """``(tensor id, bytes, category)`` of intervals alive at op ``index``, largest first."""
+        m = np.nonzero((self.birth <= index) & (self.death >= index))[0]
+        cats = list(Category)
+        rows = [(int(self.source[i]), int(self.nbytes[i]), cats[int(self.category[i])]) for i in m]
+        return sorted(rows, key=lambda r: -r[1])
+
+    def allocation_events(self) -> list[tuple[int, int, int]]:
+        """``(op, interval id, ±bytes)`` in allocator order: at each op its allocations, then its frees
+        (storages alive at the end of the step are never freed)."""
+        n = len(self.birth)
+        ids = np.arange(n, dtype=np.int64)
+        freed = self.death < self.n_ops - 1
+        op = np.concatenate([self.birth, self.death[freed]])
+        is_free = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(int(freed.sum()), dtype=np.int64)])
+        which = np.concatenate([ids, ids[freed]])
+        delta = np.concatenate([self.nbytes, -self.nbytes[freed]])
+        order = np.lexsort((which, is_free, op))
+        return list(zip(op[order].tolist(), which[order].tolist(), delta[order].tolist()))
+
+
+def dense_sizes(trace: Trace, batch_size: int | None = None) -> np.ndarray:
+    """Bytes of every storage at ``batch_size`` (the traced batch when None; needs scaling otherwise)."""
+    ctx = _context(trace)
+    if batch_size is None or batch_size == trace.batch_size:
+        return ctx.size0.copy()
+    if ctx.per_sample is None:
+        raise InputError("this trace was made at one batch size; trace two batch sizes "
+                         "(Trace.attach_scaling) to simulate another batch size")
+    return np.maximum(ctx.size0 + ctx.per_sample * (batch_size - trace.batch_size), 0)
+
+
+# Ops that make an alias without reading data: they do not keep a storage's data in use.
+_NON_READING_OPS = ("aten.detach.", "aten.alias.", "aten._unsafe_view.", "aten.view.", "aten.t.",
+                    "aten.expand.", "aten.as_strided.", "aten.transpose.", "aten.permute.", "aten.unsqueeze.",
+                    "aten.squeeze.", "aten._reshape_alias.", "aten.reshape.", "aten.slice.", "aten.select.")
+
+
+class _Context:
+    """Per-trace arrays every policy needs, computed once per trace (indexed by tensor id)."""
+
+    def __init__(self, trace: Trace):
+        tl = trace.timeline
+        tensors = tl.tensors
+        n = len(tensors)
+        cats = list(Category)
+        self.n = n
+        self.size0 = np.fromiter((t.nbytes for t in tensors), dtype=np.int64, count=n)
+        self.per_sample = (np.fromiter((t.per_sample_bytes for t in tensors), dtype=np.int64, count=n)
+                           if n and all(t.per_sample_bytes is not None for t in tensors) else None)
+        self.birth = np.fromiter((t.birth for t in tensors), dtype=np.int64, count=n)
+        self.death = np.fromiter((t.death for t in tensors), dtype=np.int64, count=n)
+        self.category = np.fromiter((cats.index(Category(t.category)) for t in tensors), dtype=np.int64, count=n)
+        self.itemsize = np.fromiter((itemsize(t.dtype) for t in tensors), dtype=np.int64, count=n)
+        self.is_float32 = np.fromiter((t.dtype == "float32" for t in tensors), dtype=bool, count=n)
+        self.activation = self.category == cats.index(Category.ACTIVATION)
+        forward = [Phase(o.phase) in (Phase.FORWARD, Phase.LOSS) for o in tl.ops]
+        reads = [not o.name.startswith(_NON_READING_OPS) for o in tl.ops]
+        self.fwd_end = self.birth.copy()
+        self.bwd_first = np.full(n, -1, dtype=np.int64)
+        self.bwd_last = np.full(n, -1, dtype=np.int64)
+        self.mask_only = np.zeros(n, dtype=bool)
+        self.index_width = np.zeros(n, dtype=np.int64)
+        self.sparse_producer = np.zeros(n, dtype=bool)
+        for t in tensors:
+            if not self.activation[t.id]:
+                continue
+            fwd = [u for u in t.uses if forward[u] and reads[u]]
+            bwd = [u for u in t.uses if not forward[u]]
+            if fwd:
+                self.fwd_end[t.id] = max(t.birth, max(fwd))
+            if bwd:
+                self.bwd_first[t.id], self.bwd_last[t.id] = min(bwd), max(bwd)
+            names = _saving_node_names(trace, t)
+            self.mask_only[t.id] = bool(names) and all(nm in MASK_ONLY_NODES for nm in names)
+            if t.dtype == "int64" and any(nm.startswith("MaxPool") for nm in names):
+                self.index_width[t.id] = _index_width(trace, t)
+            self.sparse_producer[t.id] = _is_sparse_producer(trace, t)
+        self.blocks = _checkpoint_blocks(trace)
+        self._sparsity: dict[int, tuple[object, np.ndarray]] = {}
+
+    def sparsity(self, trace: Trace, model: SparsityModel) -> np.ndarray:
+        """Zero fraction per tensor under ``model`` (0 for non-activations)."""
+        key = id(model.value)
+        hit = self._sparsity.get(key)
+        if hit is not None and hit[0] is model.value:
+            return hit[1]
+        out = np.zeros(self.n)
+        for i in np.nonzero(self.activation)[0]:
+            out[i] = model.of(trace, trace.timeline.tensors[i])
+        self._sparsity[key] = (model.value, out)
+        return out
+
+
+def _context(trace: Trace) -> _Context:
+    ctx = trace.__dict__.get("_policy_context")
+    if ctx is None or ctx.n != len(trace.timeline.tensors):
+        ctx = _Context(trace)
+        trace.__dict__["_policy_context"] = ctx
+    return ctx
+
+
+def _codec_sizes(trace: Trace, ctx: _Context, sparsity: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Encoded bytes of each activation at the zero fractions given, from the codec's measured size curve
+    at the traced shape, scaled to ``sizes`` (the format's size is linear in numel at a fixed sparsity)."""
+    from memsim import codec
+
+    out = np.full(ctx.n, np.iinfo(np.int64).max, dtype=np.int64)
+    header = codec.HEADER_BYTES
+    tensors = trace.timeline.tensors
+    for i in np.nonzero(ctx.activation)[0]:
+        numel0 = int(ctx.size0[i] // ctx.itemsize[i])
+        if numel0 == 0:
+            continue
+        c0 = compressed_size(numel0, tensors[i].dtype, round(float(sparsity[i]), 4))
+        out[i] = header + ((c0 - header) * int(sizes[i])) // int(ctx.size0[i])
+    return out
+
+
+def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: int | None = None) -> CostedTimeline:
+    """Intervals and price of one policy on ``trace`` (optionally scaled to ``batch_size``).
+
+    A stored activation becomes three intervals: dense from its birth to its last forward read, the stored
+    form from its birth to its death, and the dense copy restored for backward from its first to its last
+    backward read.
+    """
+    policy = policy if isinstance(policy, Policy) else parse_policies(policy)[0]
+    model = sparsity if isinstance(sparsity, SparsityModel) else SparsityModel(sparsity)
+    ctx = _context(trace)
+    tl = trace.timeline
+    sizes = dense_sizes(trace, batch_size)
+    n = ctx.n
+    big = np.iinfo(np.int64).max
+    stored = np.full(n, big, dtype=np.int64)
+    kind = np.zeros(n, dtype=np.int8)  # 0 dense, 1 codec, 2 mask, 3 narrow, 4 cast, 5 recompute
+    act = ctx.activation & (sizes > 0)
+
+    def offer(mask, size, k):
+        better = mask & (size < stored)
+        stored[better] = size[better]
+        kind[better] = k
+
+    out = CostedTimeline(policy, tl.n_ops, *(np.zeros(0, np.int64) for _ in range(5)))
+    if policy in (Policy.BITMAP, Policy.BITMAP_MASK):
+        offer(act, _codec_sizes(trace, ctx, ctx.sparsity(trace, model), sizes), 1)
+    if policy is Policy.BITMAP_MASK:
+        numel = sizes // ctx.itemsize
+        offer(act & ctx.mask_only, (numel + 7) // 8 + 64, 2)
+        offer(act & (ctx.index_width > 0), numel * ctx.index_width, 3)
+    if policy in (Policy.FP16, Policy.BF16):
+        offer(act & ctx.is_float32, sizes // 2, 4)
+    keep = (kind > 0) & (stored < sizes)
+    kind[~keep] = 0
+
+    recompute_start = np.zeros(n, dtype=np.int64)
+    if policy is Policy.CHECKPOINT and ctx.blocks:
+        ids = np.fromiter(ctx.blocks.keys(), dtype=np.int64)
+        start: dict[str, int] = {}
+        for i in ids:
+            if ctx.bwd_first[i] >= 0:
+                b = ctx.blocks[int(i)]
+                start[b] = min(start.get(b, tl.n_ops), int(ctx.bwd_first[i]))
+        for i in ids:
+            recompute_start[i] = start.get(ctx.blocks[int(i)], ctx.death[i])
+        kind[ids] = 5
+        out.extra_flops = sum(o.flops for o in tl.ops
+                              if Phase(o.phase) is Phase.FORWARD and _block_of(o.module, set(ctx.blocks.values())))
+        out.notes.append(f"{len(set(ctx.blocks.values()))} checkpointed blocks")
+
+    dense = kind == 0
+    packed = (kind > 0) & (kind < 5)
+    restored = packed & (ctx.bwd_first >= 0)
+    recompute = kind == 5
+    changed = ~dense
+    ids = np.arange(n, dtype=np.int64)
+    parts = [
+        (ctx.birth[dense], ctx.death[dense], sizes[dense], ids[dense]),
+        (ctx.birth[changed], ctx.fwd_end[changed], sizes[changed], ids[changed]),
+        (ctx.birth[packed], ctx.death[packed], stored[packed], ids[packed]),
+        (ctx.bwd_first[restored], ctx.bwd_last[restored], sizes[restored], ids[restored]),
+        (recompute_start[recompute], ctx.death[recompute], sizes[recompute], ids[recompute]),
+    ]
+    birth = np.concatenate([p[0] for p in parts])
+    death = np.concatenate([p[1] for p in parts])
+    nbytes = np.concatenate([p[2] for p in parts])
+    source = np.concatenate([p[3] for p in parts])
+    valid = (nbytes > 0) & (death >= birth)
+    out.birth, out.death, out.nbytes, out.source = birth[valid], death[valid], nbytes[valid], source[valid]
+    out.category = ctx.category[out.source]
+    out.codec_bytes = int(sizes[kind == 1].sum())
+    out.converted_bytes = int(sizes[kind == 4].sum())
+    return out
+
+
+def _index_width(trace: Trace, t) -> int:
+    """Bytes per MaxPool index when stored in the narrowest integer type holding the input plane size."""
+    g = trace.graph
+    plane = None
+    for node in t.saved_by:
+        for other in g.nodes[node].get("saved", []) if node in g.nodes else []:
+            o = trace.timeline.tensors[other]
+            if o.id != t.id and o.dtype != "int64" and len(o.shape) >= 2:
+                plane = int(np.prod(o.shape[-2:]))
+    if plane is None:
+        return 4
+    return 1 if plane <= 256 else 2 if plane <= 65536 else 4
+
+
+def _block_of(module: str, blocks: set[str]) -> str | None:
+    for b in blocks:
+        if module == b or module.startswith(b + "."):
+            return b
+    return None
+
+
+def _checkpoint_blocks(trace: Trace) -> dict[int, str]:
+    """Activation id → block path, with blocks at the module depth whose count is closest to
+    sqrt(#saved activations) (the classic sqrt(n) checkpointing trade-off)."""
+    acts = [t for t in trace.timeline.tensors if Category(t.category) is Category.ACTIVATION and t.module]
+    if not acts:
+        return {}
+    target = math.sqrt(len(acts))
+    best = None
+    for depth in range(1, 1 + max(len(t.module.split(".")) for t in acts)):
+        groups = {".".join(t.module.split(".")[:depth]) for t in acts}
+        score = abs(len(groups) - target)
+        if len(groups) >= 2 and (best is None or score < best[0]):
+            best = (score, depth)
+    if best is None:
+        return {}
+    depth = best[1]
+    out = {}
+    for t in acts:
+        parts = t.module.split(".")
+        if len(parts) >= depth:
+            out[t.id] = ".".join(parts[:depth])
+    # A block's output is the next block's checkpointed input: it stays stored.
+    ops = trace.timeline.ops
+    for t in acts:
+        b = out.get(t.id)
+        if b is not None and any(Phase(ops[u].phase) is Phase.FORWARD and _block_of(ops[u].module, {b}) is None
+                                 for u in t.uses):
+            del out[t.id]
+    # The last block's activations are needed right away by backward: checkpointing it only costs FLOPs.
+    last = max(out.values(), key=lambda b: max(t.birth for t in acts if out.get(t.id) == b), default=None)
+    return {k: v for k, v in out.items() if v != last}
