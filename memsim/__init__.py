@@ -29,6 +29,7 @@ _LAZY = {
     "measure_sparsity": "memsim.measure.sparsity:measure_sparsity",
     "simulate": "memsim.simulation.simulate:simulate",
     "Report": "memsim.simulation.simulate:Report",
+    "profile": "memsim.workflow.profile:profile",
     "compressed_activations": "memsim.runtime.hooks:compressed_activations",
     "MemsimError": "memsim.core.errors:MemsimError",
 }

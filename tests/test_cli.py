@@ -4,6 +4,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+import memsim
 from memsim.cli import cli
 
 FACTORY = '''
@@ -122,7 +123,22 @@ def test_second_profile_of_a_zoo_model_comes_from_the_trace_cache(runner, tmp_pa
     first, second = run(runner, *args), run(runner, *args)
     assert first.exit_code == second.exit_code == 0
     assert "trace from cache" not in first.stderr and "trace from cache" in second.stderr
-    assert json.loads(first.stdout) == json.loads(second.stdout)
+    reports = [json.loads(first.stdout), json.loads(second.stdout)]
+    assert [r.pop("cache") for r in reports] == ["miss", "hit"]
+    assert reports[0] == reports[1]
     third = run(runner, *args, "--no-cache")
     assert "trace from cache" not in third.stderr
-    assert json.loads(third.stdout) == json.loads(first.stdout)
+    uncached = json.loads(third.stdout)
+    assert uncached.pop("cache") == "off" and uncached == reports[0]
+
+
+def test_profile_library_call_gives_the_cli_numbers(runner, tmp_path, monkeypatch):
+    """memsim.profile is what `memsim profile --json` prints: the CLI only formats it."""
+    monkeypatch.setenv("MEMSIM_CACHE_DIR", str(tmp_path / "cache"))
+    r = run(runner, "profile", "small_cnn", "-b", 4, "--device", "raspberry-pi-4-2gb", "--policy", "none,bitmap",
+            "--json", "-", "--no-cache")
+    assert r.exit_code == 0, r.output
+    rep = memsim.profile("small_cnn", batch_size=4, device="raspberry-pi-4-2gb", policy="none,bitmap", cache=False)
+    assert rep.to_dict() == json.loads(r.stdout)
+    assert [row["policy"] for row in rep.table_rows()] == ["none", "bitmap"]
+    assert all(row["max_batch_size"] > 4 for row in rep.table_rows())

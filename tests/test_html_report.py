@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import pytest
 
 from fake_report import FakeReport, large_trace, small_trace
-from memsim.output import html as html_report
+from memsim.output import html_report
 from memsim.core.errors import InputError
 
 

@@ -262,7 +262,7 @@ def test_graph_figure_layers_from_the_loss_and_colours_by_saved_bytes(trace):
 def test_real_report_figures_agree_with_the_report(tmp_path):
     torch = pytest.importorskip("torch")
     import memsim
-    from memsim.output import html as html_report
+    from memsim.output import html_report
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(8 * 14 * 14, 10))

@@ -123,38 +123,6 @@ class ProbeCache:
 
 # ---- running one kernel for real ----
 
-def _op_allocations(prof, op_name: str) -> list[tuple[int, int]]:
-    """(peak above the start, net at the end) in bytes for each call of ``op_name`` in a profile, in order."""
-    from torch._C._profiler import _EventType
-
-    out = []
-
-    def allocs(e, acc):
-        if e.typed[0] == _EventType.Allocation:
-            acc.append((e.start_time_ns, e.typed[1].alloc_size))
-            return
-        for c in e.children:
-            allocs(c, acc)
-
-    def visit(e):
-        if e.name == op_name:
-            acc: list = []
-            allocs(e, acc)
-            acc.sort()
-            live = peak = 0
-            for _, size in acc:
-                live += size
-                peak = max(peak, live)
-            out.append((peak, live))
-            return
-        for c in e.children:
-            visit(c)
-
-    for root in prof.profiler.kineto_results.experimental_event_tree():
-        visit(root)
-    return out
-
-
 def _real(info: TensorInfo, batch: int | None = None, dim: int = 0):
     """Zeros with ``info``'s shape, strides and dtype (expanded strides allowed), at another batch size
     along ``dim`` when ``batch`` is given."""
@@ -168,11 +136,11 @@ def _real(info: TensorInfo, batch: int | None = None, dim: int = 0):
 
 
 def _profile(fn, op_name: str) -> tuple[int, int]:
-    from torch.profiler import ProfilerActivity, profile
+    from memsim.measure.profiler import memory_profile, op_allocations
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with memory_profile() as profiled:
         fn()
-    found = _op_allocations(prof, op_name)
+    found = op_allocations(profiled.prof, op_name)
     return found[0] if found else (0, 0)
 
 
@@ -225,9 +193,9 @@ def _probe_rnn_layer(call: KernelCall, batch: int) -> list[int]:
     r_w = [_real(t) for t in weights]
     r_hx, r_cx = _real(hx, batch, 0), _real(cx, batch, 0)
     aten = torch.ops.aten
-    from torch.profiler import ProfilerActivity, profile
+    from memsim.measure.profiler import memory_profile, op_allocations
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with memory_profile() as profiled:
         y, hy, cy, ws = aten.mkldnn_rnn_layer(r_inp, *r_w, r_hx, r_cx, reverse, list(batch_sizes), mode, hidden,
                                               layers, biases, bidir, batch_first, True)
         grads = (torch.zeros_like(y), torch.zeros_like(hy), torch.zeros_like(cy))
@@ -235,8 +203,8 @@ def _probe_rnn_layer(call: KernelCall, batch: int) -> list[int]:
                                               layers, biases, True, bidir, list(batch_sizes), batch_first, ws)
         del back
     ws_bytes = ws.untyped_storage().nbytes()
-    fwd = _op_allocations(prof, "aten::mkldnn_rnn_layer")
-    bwd = _op_allocations(prof, "aten::mkldnn_rnn_layer_backward")
+    fwd = op_allocations(profiled.prof, "aten::mkldnn_rnn_layer")
+    bwd = op_allocations(profiled.prof, "aten::mkldnn_rnn_layer_backward")
     fwd_extra = fwd[0][0] - fwd[0][1] if fwd else 0
     bwd_extra = bwd[0][0] - bwd[0][1] if bwd else 0
     return [ws_bytes, max(fwd_extra, 0), max(bwd_extra, 0)]

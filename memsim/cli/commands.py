@@ -57,86 +57,8 @@ def _resolve_device(device, device_file, budget):
     return device
 
 
-def _trace_workload(model_arg, batch_size, input_shape, optimizer, weights, scaling=True, cache=True):
-    """Trace MODEL at ``batch_size`` and (for max-batch search) at a second batch size.
-
-    Returns (workload or None when the traces came from the cache, trace, trace with batch scaling or None).
-    """
-    import models_zoo
-
-    from memsim.workflow import cache as trace_cache
-
-    key = None
-    if cache and ":" not in model_arg and model_arg in models_zoo.names():
-        key = trace_cache.cache_key(model=model_arg, batch_size=batch_size, input_shape=input_shape,
-                                    optimizer=optimizer, scaling=scaling)
-        hit = trace_cache.load(key)
-        if hit is not None:
-            click.echo("(trace from cache; --no-cache traces again)", err=True)
-            return None, hit[0], hit[1]
-    w, tr, scaled = _trace_fresh(model_arg, batch_size, input_shape, optimizer, weights, scaling)
-    if key is not None:
-        trace_cache.store(key, tr, scaled)
-    return w, tr, scaled
-
-
-def _trace_fresh(model_arg, batch_size, input_shape, optimizer, weights, scaling):
-    import memsim
-    from memsim.workflow.workload import load_workload
-
-    w = load_workload(model_arg, input_shape=input_shape, weights=weights)
-    b = batch_size or w.default_batch_size
-    model = w.build("meta")
-    tr = memsim.trace(model, w.inputs(b, "meta"), loss_fn=w.loss_fn, optimizer=optimizer)
-    tr.meta["model"] = w.name
-    scaled = None
-    if scaling:
-        def at(batch):
-            return memsim.trace(model, w.inputs(batch, "meta"), loss_fn=w.loss_fn, optimizer=optimizer)
-
-        try:
-            scaled = tr.attach_scaling(at(b + 1 if b == 1 else max(1, b // 2)))
-        except InputError as e:
-            if b != 1:
-                tr.meta.setdefault("notes", []).append(f"no max batch size: {e}")
-            else:  # batch 1 often takes other code paths (squeezed dims): scale from batches 2 and 3
-                try:
-                    scaled = at(2).attach_scaling(at(3))
-                except InputError as e2:
-                    tr.meta.setdefault("notes", []).append(f"no max batch size: {e2}")
-    return w, tr, scaled
-
-
-def _simulate(tr, scaled, **kwargs):
-    """simulate() on ``tr``; when only another trace (``scaled``) knows how the step grows with the batch,
-    the max batch sizes come from it."""
-    import memsim
-
-    rep = memsim.simulate(tr, **kwargs)
-    if scaled is not None and scaled is not tr:
-        other = memsim.simulate(scaled, **kwargs)
-        for name, res in rep.results.items():
-            res.max_batch_size = other.results[name].max_batch_size
-    return rep
-
-
-def _sparsity_value(sparsity, w, batch_size, model_arg=None, weights=None, input_shape=None):
-    if sparsity == "none":
-        return None
-    if sparsity != "measured":
-        return sparsity
-    import memsim
-    from memsim.workflow.workload import load_workload
-
-    w = w or load_workload(model_arg, input_shape=input_shape, weights=weights)
-
-    model = w.build("cpu")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        measured = memsim.measure_sparsity(model, w.inputs(min(2, batch_size), "cpu"), random_data=True)
-    for c in caught:
-        click.echo(f"warning: {c.message}", err=True)
-    return measured
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 def _write_json(data: dict, target: str) -> None:
@@ -173,11 +95,13 @@ def profile(model, device, device_file, budget, batch_size, input_shape, optimiz
 
     start = time.perf_counter()
     dev = _resolve_device(device, device_file, budget) or "jetson-nano"
-    w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights, cache=cache)
-    sp = _sparsity_value(sparsity, w, tr.batch_size, model, weights, input_shape)
-    rep = _simulate(tr, scaled, device=dev, policy=policy, sparsity=sp, margin=margin)
+    rep = memsim.profile(model, device=dev, batch_size=batch_size, policy=policy, sparsity=sparsity,
+                         optimizer=optimizer, input_shape=input_shape, weights=weights, margin=margin, cache=cache,
+                         warn=_warn)
+    if rep.cache == "hit":
+        click.echo("(trace from cache; --no-cache traces again)", err=True)
     if save_trace:
-        tr.save(save_trace)
+        rep.trace.save(save_trace)
     if json_out == "-":
         _write_json(rep.to_dict(), "-")
     else:
@@ -186,11 +110,11 @@ def profile(model, device, device_file, budget, batch_size, input_shape, optimiz
         if json_out:
             _write_json(rep.to_dict(), json_out)
     if html_out:
-        from memsim.output import html as html_report
+        from memsim.output import html_report
 
         html_report.write_html(rep, html_out)
         click.echo(f"wrote {html_out}", err=True)
-    click.echo(f"({time.perf_counter() - start:.2f} s)", err=True)
+    click.echo(f"\n(profiled in {time.perf_counter() - start:.2f} s)", err=True)
 
 
 def _render(rep, color):
@@ -229,9 +153,11 @@ def check(model, device, device_file, budget, batch_size, input_shape, optimizer
         sp = None if sparsity == "none" else sparsity
         rep = memsim.simulate(tr, device=dev, policy=policy, sparsity=sp, margin=margin, batch_size=batch_size)
     else:
-        w, tr, scaled = _trace_workload(model, batch_size, input_shape, optimizer, weights, cache=cache)
-        sp = _sparsity_value(sparsity, w, tr.batch_size, model, weights, input_shape)
-        rep = _simulate(tr, scaled, device=dev, policy=policy, sparsity=sp, margin=margin)
+        rep = memsim.profile(model, device=dev, batch_size=batch_size, policy=policy, sparsity=sparsity,
+                             optimizer=optimizer, input_shape=input_shape, weights=weights, margin=margin,
+                             cache=cache, warn=_warn)
+        if rep.cache == "hit":
+            click.echo("(trace from cache; --no-cache traces again)", err=True)
     from memsim.output import text as report_text
 
     if json_out:
@@ -250,7 +176,7 @@ def _looks_like_trace(arg: str) -> bool:
 def devices(as_json, template):
     """List the device catalog (memory, what the OS and runtime take, allocator)."""
     from memsim.simulation import devices as catalog
-    from memsim.output.text import _table
+    from memsim.output.tables import table
     from memsim.core.units import format_bytes
 
     if template:
@@ -263,5 +189,5 @@ def devices(as_json, template):
     rows = [[d.name, d.display_name, format_bytes(d.total_bytes), format_bytes(d.os_reserved_bytes),
              format_bytes(d.runtime_bytes), format_bytes(d.budget_bytes), str(getattr(d.allocator, "value", d.allocator))]
             for d in devs]
-    for line in _table(["name", "device", "memory", "OS", "runtime", "for tensors", "allocator"], rows, right={2, 3, 4, 5}):
-        click.echo(line)
+    click.echo(table(["name", "device", "memory", "OS", "runtime", "for tensors", "allocator"], rows,
+                     right={2, 3, 4, 5}))

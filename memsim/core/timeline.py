@@ -56,6 +56,7 @@ class TensorRecord:
         uses: op indices that read this storage.
         per_sample_bytes: bytes that grow with each extra sample of the batch, when known (see
             ``Trace.attach_scaling``); ``None`` when the trace was made at one batch size only.
+        output_index: which output of ``op`` made the storage (max-pool: 0 values, 1 indices).
     """
 
     id: int
@@ -71,6 +72,7 @@ class TensorRecord:
     saved_by: tuple = ()
     uses: tuple = ()
     per_sample_bytes: int | None = None
+    output_index: int = 0
 
 
 _TENSOR_FIELDS = [f for f in TensorRecord.__dataclass_fields__]

@@ -57,6 +57,14 @@ class Trace:
     graph: nx.DiGraph = field(default_factory=nx.DiGraph)
     meta: dict = field(default_factory=dict)
     kernel_calls: list = field(default_factory=list)
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def derived(self, key: str, make):
+        """A value computed from this trace once and kept with it (``make(trace)`` on first use), such as the
+        per-tensor arrays every policy needs; :meth:`attach_scaling`, the only mutation, forgets them all."""
+        if key not in self._derived:
+            self._derived[key] = make(self)
+        return self._derived[key]
 
     @property
     def peak_bytes(self) -> int:
@@ -97,7 +105,7 @@ class Trace:
             raise InputError("the two traces differ in their ops: the step depends on the batch size in a "
                              "way memsim cannot scale linearly")
         db = self.batch_size - other.batch_size
-        self.__dict__.pop("_policy_context", None)  # cached per-trace arrays depend on the scaling
+        self._derived.clear()  # derived per-trace arrays depend on the scaling
         for ta, tb in zip(a.tensors, b.tensors):
             ta.per_sample_bytes = (ta.nbytes - tb.nbytes) // db
         return self

@@ -77,6 +77,86 @@ def _replay(timeline) -> MeasuredStep:
                         peak_time_ns=peak_time)
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (kineto prints a line to it whenever a profiler starts or stops)."""
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class memory_profile:  # noqa: N801 - used like torch.profiler.profile
+    """``torch.profiler.profile(activities=[CPU], profile_memory=True, **kwargs)`` without kineto's start and
+    stop lines on stderr; ``.prof`` is the profiler once the block has run.
+
+    Example:
+        >>> with memory_profile() as p:
+        ...     x = torch.zeros(1000)
+        >>> any(e.name == "aten::zeros" for e in p.prof.events())
+        True
+    """
+
+    def __init__(self, **kwargs):
+        from torch.profiler import ProfilerActivity, profile
+
+        self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True, **kwargs)
+
+    def __enter__(self):
+        with _quiet_stderr():
+            self.prof.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        with _quiet_stderr():
+            return self.prof.__exit__(*exc)
+
+
+def op_allocations(prof, op_name: str) -> list[tuple[int, int]]:
+    """(peak above the op's start, net at its end) in bytes of the allocator events inside each call of
+    ``op_name`` ("aten::convolution") in a profile, in call order."""
+    from torch._C._profiler import _EventType
+
+    out = []
+
+    def allocs(e, acc):
+        if e.typed[0] == _EventType.Allocation:
+            acc.append((e.start_time_ns, e.typed[1].alloc_size))
+            return
+        for c in e.children:
+            allocs(c, acc)
+
+    def visit(e):
+        if e.name == op_name:
+            acc: list = []
+            allocs(e, acc)
+            acc.sort()
+            live = peak = 0
+            for _, size in acc:
+                live += size
+                peak = max(peak, live)
+            out.append((peak, live))
+            return
+        for c in e.children:
+            visit(c)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        visit(root)
+    return out
+
+
 def measure_peak(fn: Callable[[], Any], context: Callable[[], contextlib.AbstractContextManager] | None = None
                  ) -> MeasuredStep:
     """Run ``fn()`` once under the memory profiler and return its measured peak.
@@ -89,15 +169,10 @@ def measure_peak(fn: Callable[[], Any], context: Callable[[], contextlib.Abstrac
     Example:
         >>> m = measure_peak(lambda: run_my_step(), context=memsim.compressed_activations)  # doctest: +SKIP
     """
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
+    with memory_profile(record_shapes=True, with_stack=True) as profiled:
         with (context() if context is not None else contextlib.nullcontext()):
             fn()
-    del torch
-    return _replay(prof._memory_profile().timeline)
+    return _replay(profiled.prof._memory_profile().timeline)
 
 
 def measure_step_peak(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd",

@@ -13,7 +13,6 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import sys
@@ -152,15 +151,15 @@ def measure_sparsity(model, inputs, *, loss_fn=None, progress: bool | None = Non
 
     batches = list(batches) if not hasattr(batches, "__len__") else batches
     show = progress if progress is not None else (len(batches) > 1 and sys.stderr.isatty())
-    import click
-
-    with click.progressbar(batches, label="measuring sparsity", file=sys.stderr, show_pos=True) if show \
-            else contextlib.nullcontext(batches) as bar:
-        count = 0
-        for batch in bar:
-            args = batch if isinstance(batch, tuple) else (batch,)
-            stats.extend(_measure_one(work, args, names, params, codec))
-            count += 1
+    count = 0
+    for batch in batches:
+        args = batch if isinstance(batch, tuple) else (batch,)
+        stats.extend(_measure_one(work, args, names, params, codec))
+        count += 1
+        if show:
+            print(f"\rmeasuring sparsity: batch {count}/{len(batches)}", end="", file=sys.stderr, flush=True)
+    if show and count:
+        print(file=sys.stderr)
     if count == 0:
         raise InputError("no batches given to measure_sparsity")
     return MeasuredSparsity(stats, batches=count, random_data=random_data)

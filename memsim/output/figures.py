@@ -25,7 +25,9 @@ import numpy as np
 
 from memsim.core.categories import CATEGORY_COLORS, PHASE_COLORS, Category, Phase
 from memsim.core.errors import InputError
+from memsim.core.names import tensor_label
 from memsim.core.units import format_bytes
+from memsim.output.format import escape, is_report, shape_text
 
 DEFAULT_MAX_POINTS = 4000
 """Most x positions a timeline figure draws (per trace) before it is downsampled."""
@@ -129,12 +131,8 @@ class _Step:
     device_name: str | None
 
 
-def _is_report(obj) -> bool:
-    return hasattr(obj, "trace") and hasattr(obj, "memory_curve")
-
-
 def _read_step(obj) -> _Step:
-    if _is_report(obj):
+    if is_report(obj):
         trace = obj.trace
         policy = str(getattr(obj, "policy", "") or BASELINE_POLICY)
         total = np.asarray(obj.memory_curve(None), dtype=np.int64)
@@ -186,9 +184,9 @@ def _title(step: _Step) -> str:
     return " · ".join(parts)
 
 
-def _born_text(timeline, kept: np.ndarray, sizes: np.ndarray) -> list[str]:
+def _born_text(trace, kept: np.ndarray, sizes: np.ndarray) -> list[str]:
     """For each kept op, the largest storages allocated at it ("name shape dtype size")."""
-    tensors = timeline.tensors
+    tensors = trace.timeline.tensors
     if not tensors:
         return [""] * len(kept)
     birth = np.fromiter((t.birth for t in tensors), dtype=np.int64, count=len(tensors))
@@ -206,18 +204,12 @@ def _born_text(timeline, kept: np.ndarray, sizes: np.ndarray) -> list[str]:
         lines = []
         for tid in ids[:_BORN_SHOWN]:
             t = tensors[tid]
-            label = t.name or t.module or str(Category(t.category))
-            shape = "×".join(str(s) for s in t.shape) or "scalar"
-            lines.append(f"{_esc(label)} [{shape} {t.dtype}] {format_bytes(sizes[tid])}")
+            lines.append(f"{escape(tensor_label(t, trace))} [{shape_text(t.shape)} {t.dtype}] "
+                         f"{format_bytes(sizes[tid])}")
         if len(ids) > _BORN_SHOWN:
             lines.append(f"+{len(ids) - _BORN_SHOWN} more")
         out.append("<br>born: " + "<br>  ".join(lines))
     return out
-
-
-def _esc(text: str) -> str:
-    # plotly hover labels are HTML-ish; keep module names with '<' (e.g. "<lambda>") readable
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 # ---------------------------------------------------------------- the timeline
@@ -296,8 +288,8 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
     # the hover carrier: op details ride on the total line
     values = step.total[kept]
     if ops is not None:
-        born = _born_text(tl, kept, sizes)
-        custom = [[format_bytes(v), _esc(ops[i].name), _esc(ops[i].module or "(no module)"), str(ops[i].phase),
+        born = _born_text(step.trace, kept, sizes)
+        custom = [[format_bytes(v), escape(ops[i].name), escape(ops[i].module or "(no module)"), str(ops[i].phase),
                    born[k]] for k, (i, v) in enumerate(zip(kept, values))]
         template = ("<b>op %{x}</b> %{customdata[1]}<br>module: %{customdata[2]}<br>phase: %{customdata[3]}"
                     "<br><b>live: %{customdata[0]}</b>%{customdata[4]}<extra></extra>")
@@ -323,8 +315,8 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
     if n:
         where = ""
         if ops is not None:
-            where = f" at op {peak_index} ({_esc(ops[peak_index].name)}"
-            where += f", {_esc(ops[peak_index].module)})" if ops[peak_index].module else ")"
+            where = f" at op {peak_index} ({escape(ops[peak_index].name)}"
+            where += f", {escape(ops[peak_index].module)})" if ops[peak_index].module else ")"
         fig.add_annotation(
             x=peak_index, y=peak_bytes / divisor, name="peak", text=f"peak {format_bytes(peak_bytes)}",
             hovertext=f"peak {peak_bytes:,} bytes{where}", showarrow=True, arrowhead=2, ax=0, ay=-30,
@@ -358,7 +350,7 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
 
     note = f" · {len(kept):,} of {n:,} ops drawn (min-max per bucket, peak exact)" if downsampled else ""
     fig.update_layout(
-        title=dict(text=f"Memory over one training step — {_esc(_title(step))}<br><sup>"
+        title=dict(text=f"Memory over one training step — {escape(_title(step))}<br><sup>"
                         f"{n:,} ops{note}{off_scale_note}</sup>"),
         xaxis=dict(title="op index (execution order)", rangemode="tozero"),
         yaxis=yaxis, hovermode="x unified", template="plotly_white", height=height,
@@ -437,7 +429,7 @@ def peak_breakdown_figure(trace_or_report, kind: BreakdownKind | str = Breakdown
     peak_index, live, exact = _live_items(step)
     total = sum(it.nbytes for it in live)
     sized_note = "" if exact else " (sizes before the policy)"
-    title = (f"Live at the peak: {format_bytes(total)} at op {peak_index}{sized_note} — {_esc(_title(step))}")
+    title = (f"Live at the peak: {format_bytes(total)} at op {peak_index}{sized_note} — {escape(_title(step))}")
 
     if kind is BreakdownKind.TREEMAP:
         ids, labels, parents, values, colors, hover = [], [], [], [], [], []
@@ -458,11 +450,11 @@ def peak_breakdown_figure(trace_or_report, kind: BreakdownKind | str = Breakdown
             parent = prefix.rsplit(".", 1)[0] if "." in prefix and prefix != "(no module)" else root
             ids.append(prefix); labels.append(prefix.rsplit(".", 1)[-1] if prefix != "(no module)" else prefix)
             parents.append(parent); values.append(nbytes); colors.append("#e8e8e8")
-            hover.append(f"{_esc(prefix)}: {format_bytes(nbytes)}")
+            hover.append(f"{escape(prefix)}: {format_bytes(nbytes)}")
         for (path, cat), nbytes in sorted(leaf_bytes.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
             parent = path
             ids.append(f"{path}|{cat}"); labels.append(str(cat)); parents.append(parent); values.append(nbytes)
-            colors.append(CATEGORY_COLORS[cat]); hover.append(f"{_esc(path)} · {cat}: {format_bytes(nbytes)}")
+            colors.append(CATEGORY_COLORS[cat]); hover.append(f"{escape(path)} · {cat}: {format_bytes(nbytes)}")
         fig = go.Figure(go.Treemap(
             ids=ids, labels=labels, parents=parents, values=values, branchvalues="total",
             marker=dict(colors=colors, line=dict(width=1, color="#ffffff")), customdata=hover,
@@ -483,7 +475,7 @@ def peak_breakdown_figure(trace_or_report, kind: BreakdownKind | str = Breakdown
             if not any(vals):
                 continue
             fig.add_trace(go.Bar(
-                y=[_esc(m) for m in modules], x=[v / divisor for v in vals], orientation="h", name=str(cat),
+                y=[escape(m) for m in modules], x=[v / divisor for v in vals], orientation="h", name=str(cat),
                 marker_color=CATEGORY_COLORS[cat], customdata=[format_bytes(v) for v in vals],
                 hovertemplate=f"%{{y}} · {cat}: %{{customdata}}<extra></extra>",
             ))

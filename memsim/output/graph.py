@@ -21,6 +21,7 @@ import numpy as np
 
 from memsim.core.errors import InputError
 from memsim.core.units import format_bytes
+from memsim.output.format import escape
 
 # DOT fill colours from light (saves nothing) to dark (saves the most): a light-yellow → orange → red ramp.
 _RAMP = [(255, 247, 236), (253, 187, 132), (239, 101, 72), (153, 0, 0)]
@@ -197,7 +198,7 @@ def graph_figure(trace, height: int = 600, max_nodes: int = 20_000):
     for n in nodes:
         d = graph.nodes[n]
         module = d["module"] or "(no module)"
-        hover.append(f"<b>{_esc(d['name'])}</b><br>module: {_esc(module)}<br>saves {format_bytes(d['saved_bytes'])}"
+        hover.append(f"<b>{escape(d['name'])}</b><br>module: {escape(module)}<br>saves {format_bytes(d['saved_bytes'])}"
                      f" in {d['n_saved']} storage(s)")
     fig = go.Figure()
     fig.add_trace(scatter(x=edge_x, y=edge_y, mode="lines", name="gradient flow", hoverinfo="skip",
@@ -218,7 +219,3 @@ def graph_figure(trace, height: int = 600, max_nodes: int = 20_000):
         margin=dict(t=60, r=20, l=20, b=40),
     )
     return fig
-
-
-def _esc(text: str) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

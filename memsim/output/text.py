@@ -1,35 +1,43 @@
 """A Report as readable terminal text: the policy table, the breakdown at the peak, the largest tensors.
 
-Category colours come from :data:`memsim.core.categories.CATEGORY_ANSI` (the same palette as the plots).
+Category colours come from :data:`memsim.core.categories.CATEGORY_ANSI` (the same palette as the plots);
+colour is off unless asked for, so files and golden tests see plain text.
+
+Example:
+    >>> print(render(report))          # doctest: +SKIP
+    memsim 0.1.0 — resnet18, batch 16, optimizer momentum, sparsity 0.5
+    ...
 """
 from __future__ import annotations
 
-import click
-
 from memsim.core.categories import CATEGORY_ANSI, Category
+from memsim.core.names import op_name, tensor_label
 from memsim.core.units import format_bytes
+from memsim.output.format import format_flops, format_seconds, shape_text
+from memsim.output.tables import table
+
+_GREEN, _RED = 2, 1
 
 
-def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(h), *(len(click.unstyle(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def fmt(cells):
-        out = []
-        for i, c in enumerate(cells):
-            pad = widths[i] - len(click.unstyle(c))
-            out.append(" " * pad + c if i in right else c + " " * pad)
-        return "  ".join(out).rstrip()
-
-    return [fmt(headers), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)]
+def _style(text: str, ansi: int, color: bool) -> str:
+    """``text`` in 256-colour ``ansi`` when ``color`` is on."""
+    return f"\x1b[38;5;{ansi}m{text}\x1b[0m" if color else text
 
 
-def _flops(n: int) -> str:
-    if not n:
-        return "-"
-    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} FLOP"
+def _policy_rows(report, color: bool) -> list[list[str]]:
+    total_flops = sum(o.flops for o in report.trace.timeline.ops)
+    rows = []
+    for r in report.results.values():
+        extra = format_flops(r.extra_flops)
+        if r.extra_flops and total_flops:
+            extra += f" (+{r.extra_flops / total_flops:.0%})"
+        rows.append([
+            str(r.policy), format_bytes(r.peak_bytes), format_bytes(r.device_peak_bytes),
+            _style("yes", _GREEN, color) if r.fits else _style("NO", _RED, color),
+            format_bytes(r.headroom_bytes), "-" if r.max_batch_size is None else str(r.max_batch_size),
+            extra, format_seconds(r.codec_seconds), "lossy" if r.lossy else "lossless",
+        ])
+    return rows
 
 
 def render(report, *, color: bool = False, top: int = 8) -> str:
@@ -44,23 +52,9 @@ def render(report, *, color: bool = False, top: int = 8) -> str:
         f"allocator {getattr(dev.allocator, 'value', dev.allocator)}"
         + (f", margin {report.margin:.0%}" if report.margin else ""),
         "",
+        table(["policy", "tensor peak", "device peak", "fits", "headroom", "max batch", "extra compute",
+               "codec time", "accuracy"], _policy_rows(report, color), right={1, 2, 4, 5}),
     ]
-    total_flops = sum(o.flops for o in report.trace.timeline.ops)
-    rows = []
-    for r in report.results.values():
-        fits = click.style("yes", fg="green") if r.fits else click.style("NO", fg="red")
-        extra = _flops(r.extra_flops)
-        if r.extra_flops and total_flops:
-            extra += f" (+{r.extra_flops / total_flops:.0%})"
-        rows.append([
-            str(r.policy), format_bytes(r.peak_bytes), format_bytes(r.device_peak_bytes), fits,
-            format_bytes(r.headroom_bytes),
-            "-" if r.max_batch_size is None else str(r.max_batch_size),
-            extra, f"{r.codec_seconds * 1e3:.0f} ms" if r.codec_seconds else "-",
-            "lossy" if r.lossy else "lossless",
-        ])
-    lines += _table(["policy", "tensor peak", "device peak", "fits", "headroom", "max batch", "extra compute",
-                     "codec time", "accuracy"], rows, right={1, 2, 4, 5})
     none = report.results.get("none")
     if none is not None and len(report.results) > 1:
         best = min(report.results.values(), key=lambda r: r.peak_bytes)
@@ -69,28 +63,25 @@ def render(report, *, color: bool = False, top: int = 8) -> str:
     bd = report.breakdown
     lines += ["", f"live at the peak ({report.policy}, op {bd.index} of {report.trace.timeline.n_ops}: "
               f"{_op_label(report, bd.index)}):"]
-    cat_rows = []
-    for c in Category:
-        b = bd.by_category.get(c, 0)
-        if b:
-            name = click.style(str(c), fg=CATEGORY_ANSI[c]) if color else str(c)
-            cat_rows.append([name, format_bytes(b), f"{b / max(bd.total_bytes, 1):.1%}"])
-    lines += ["  " + s for s in _table(["category", "bytes", "share"], cat_rows, right={1, 2})]
-    lines += ["", "largest modules at the peak:"]
-    lines += ["  " + s for s in _table(["module", "bytes"], [[m, format_bytes(b)] for m, b in bd.top_modules[:top]],
-                                       right={1})]
-    lines += ["", "largest tensors at the peak:"]
-    trows = [[t.name or t.op or "?", t.module or "-", str(t.category), "x".join(map(str, t.shape)) or "scalar",
-              format_bytes(t.nbytes)] for t in bd.top_tensors[:top]]
-    lines += ["  " + s for s in _table(["tensor", "module", "category", "shape", "bytes"], trows, right={4})]
+    cat_rows = [[_style(str(c), CATEGORY_ANSI[c], color), format_bytes(b), f"{b / max(bd.total_bytes, 1):.1%}"]
+                for c in Category if (b := bd.by_category.get(c, 0))]
+    lines.append(table(["category", "bytes", "share"], cat_rows, right={1, 2}, indent="  "))
+    lines += ["", "largest modules at the peak:",
+              table(["module", "bytes"], [[m, format_bytes(b)] for m, b in bd.top_modules[:top]], right={1},
+                    indent="  ")]
+    trows = [[tensor_label(t, report.trace), str(t.category), shape_text(t.shape), format_bytes(t.nbytes)]
+             for t in bd.top_tensors[:top]]
+    lines += ["", "largest tensors at the peak:",
+              table(["tensor", "category", "shape", "bytes"], trows, right={3}, indent="  ")]
     return "\n".join(lines)
 
 
 def _op_label(report, index: int) -> str:
-    op = report.trace.timeline.ops[index] if index < report.trace.timeline.n_ops else None
-    if op is None:
+    ops = report.trace.timeline.ops
+    if not 0 <= index < len(ops):
         return "-"
-    return f"{op.phase} {op.name}" + (f" in {op.module}" if op.module else "")
+    op = ops[index]
+    return f"{op.phase} {op_name(op.name)}" + (f" in {op.module}" if op.module else "")
 
 
 def check_line(report) -> str:

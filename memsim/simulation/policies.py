@@ -36,11 +36,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import lru_cache
 
 import numpy as np
 
 from memsim.core.categories import Category, Phase
+from memsim.core.bitmap_size import HEADER_BYTES, encoded_size_at
+from memsim.core.dtypes import itemsize
 from memsim.core.errors import InputError
 from memsim.core.timeline import _interval_sum, category_interval_sums
 from memsim.core.trace import Trace
@@ -112,16 +113,6 @@ SPARSE_PRODUCER_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackwar
                          "NativeDropoutBackward0"}
 SPARSE_PRODUCER_OPS = ("relu", "threshold", "hardtanh", "relu6", "dropout")
 
-_ITEMSIZE = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "double": 8,
-             "int8": 1, "uint8": 1, "bool": 1, "int16": 2, "int32": 4, "int64": 8, "long": 8,
-             "complex64": 8, "complex128": 16}
-
-
-def itemsize(dtype: str) -> int:
-    """Bytes per element of a dtype name ("float32" → 4); unknown dtypes count as 4."""
-    return _ITEMSIZE.get(str(dtype).replace("torch.", ""), 4)
-
-
 class SparsityModel:
     """Zero fraction of each saved activation of a trace.
 
@@ -184,15 +175,6 @@ def _is_sparse_producer(trace: Trace, t) -> bool:
     if any(name in SPARSE_PRODUCER_NODES for name in _saving_node_names(trace, t)):
         return True
     return any(k in t.op for k in SPARSE_PRODUCER_OPS)
-
-
-@lru_cache(maxsize=65536)
-def compressed_size(numel: int, dtype: str, sparsity: float) -> int:
-    """Bytes of the codec's encoding of ``numel`` elements at this zero fraction (measured by the native
-    codec's size curve, cached per (numel, dtype, sparsity))."""
-    from memsim import codec
-
-    return int(codec.size_curve((int(numel),), dtype, [float(sparsity)])[0])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -332,26 +314,20 @@ class _Context:
 
 
 def _context(trace: Trace) -> _Context:
-    ctx = trace.__dict__.get("_policy_context")
-    if ctx is None or ctx.n != len(trace.timeline.tensors):
-        ctx = _Context(trace)
-        trace.__dict__["_policy_context"] = ctx
-    return ctx
+    return trace.derived("policy_context", _Context)
 
 
 def _codec_sizes(trace: Trace, ctx: _Context, sparsity: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Encoded bytes of each activation at the zero fractions given, from the codec's measured size curve
+    """Encoded bytes of each activation at the zero fractions given (the codec format's size arithmetic)
     at the traced shape, scaled to ``sizes`` (the format's size is linear in numel at a fixed sparsity)."""
-    from memsim import codec
-
     out = np.full(ctx.n, np.iinfo(np.int64).max, dtype=np.int64)
-    header = codec.HEADER_BYTES
+    header = HEADER_BYTES
     tensors = trace.timeline.tensors
     for i in np.nonzero(ctx.activation)[0]:
         numel0 = int(ctx.size0[i] // ctx.itemsize[i])
         if numel0 == 0:
             continue
-        c0 = compressed_size(numel0, tensors[i].dtype, round(float(sparsity[i]), 4))
+        c0 = encoded_size_at(numel0, tensors[i].dtype, round(float(sparsity[i]), 4))
         out[i] = header + ((c0 - header) * int(sizes[i])) // int(ctx.size0[i])
     return out
 

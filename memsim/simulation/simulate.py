@@ -24,6 +24,7 @@ from memsim.simulation import allocator as allocator_model
 from memsim.simulation import devices
 from memsim.core.categories import Category
 from memsim.core.errors import InputError
+from memsim.core.names import tensor_label
 from memsim.simulation.policies import CostedTimeline, Policy, SparsityModel, apply_policy, parse_policies
 from memsim.core.trace import Breakdown, Trace
 
@@ -83,6 +84,7 @@ class Report:
     margin: float = 0.0
     sparsity: str = "none"
     notes: list[str] = field(default_factory=list)
+    cache: str = "off"
     _baseline: PolicyResult | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -193,9 +195,11 @@ class Report:
             "max_batch_size": self.max_batch_size,
             "breakdown": {str(c): b for c, b in bd.by_category.items()},
             "top_modules": [{"module": m, "bytes": b} for m, b in bd.top_modules],
-            "top_tensors": [{"name": t.name or t.op, "module": t.module, "category": str(t.category),
-                             "shape": list(t.shape), "dtype": t.dtype, "bytes": t.nbytes} for t in bd.top_tensors],
+            "top_tensors": [{"name": t.name or t.op, "label": tensor_label(t, self.trace), "module": t.module,
+                             "category": str(t.category), "shape": list(t.shape), "dtype": t.dtype,
+                             "bytes": t.nbytes} for t in bd.top_tensors],
             "policies": self.table_rows(),
+            "cache": self.cache,
         }
 
 

@@ -21,7 +21,7 @@ class StorageEntry:
     """A storage seen during tracing (mutable; becomes a :class:`memsim.core.timeline.TensorRecord`)."""
 
     __slots__ = ("nbytes", "dtype", "shape", "category", "birth", "death", "module", "op", "name",
-                 "saved_by", "uses", "param")
+                 "saved_by", "uses", "param", "output_index")
 
     def __init__(self, nbytes, dtype, shape, birth, category=None, module="", op="", name=""):
         self.nbytes = nbytes
@@ -36,6 +36,7 @@ class StorageEntry:
         self.saved_by: list[int] = []
         self.uses: list[int] = []
         self.param = ""          # for optimizer state: the parameter it belongs to
+        self.output_index = 0    # which of its op's outputs made it
 
 
 class OpFailed(Exception):
@@ -282,10 +283,10 @@ def make_recorder_class():
                 raise OpFailed(name, module, e) from e
             finally:
                 self._depth -= 1
-            for t in _tensors(out, []):
+            for position, t in enumerate(_tensors(out, [])):
                 i = live.get(t.untyped_storage()._cdata)
                 if i is None:
-                    self.register(t, index, None, module, name)
+                    entries[self.register(t, index, None, module, name)].output_index = position
             if self.rules is not None:
                 self.rules.on_op(self, index, func, args, kwargs, out)
             fn = flop_registry.get(func._overloadpacket)

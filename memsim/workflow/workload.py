@@ -136,6 +136,28 @@ def _factory_workload(target: str, input_shape) -> Workload:
     return Workload(target, build, make_inputs, None, example_batch)
 
 
+def module_workload(model, inputs=None, *, loss_fn: Callable | None = None,
+                    input_shape: tuple[int, ...] | None = None) -> Workload:
+    """A :class:`Workload` for a user's ``nn.Module`` object: ``inputs`` (dim 0 = batch) are resized to any
+    batch size, or ``input_shape`` (per sample) makes random float inputs. The module itself is used as it
+    is: tracing and measuring never modify it."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"model must be a zoo name, 'package.module:factory', 'file.py:factory' or an "
+                         f"nn.Module, got {type(model).__name__}")
+    if inputs is None and input_shape is None:
+        raise InputError("an nn.Module needs inputs (one example batch) or input_shape (per sample)")
+    default_batch = _batch_of(inputs) if inputs is not None else 1
+
+    def make_inputs(batch: int, device: str):
+        if inputs is None:
+            return torch.randn((batch, *input_shape), device=device)
+        return _resize_batch(inputs, batch, device)
+
+    return Workload(type(model).__name__, lambda device: model, make_inputs, loss_fn, default_batch)
+
+
 def _import_target(where: str, target: str):
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where)

@@ -9,12 +9,13 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import html
 from pathlib import Path
 
 from memsim.core.categories import CATEGORY_COLORS
 from memsim.core.errors import InputError
+from memsim.core.names import tensor_label
 from memsim.core.units import format_bytes
+from memsim.output.format import escape, format_flops, format_seconds, is_report, shape_text
 
 GRAPH_MAX_NODES = 5000
 """Autograd graphs larger than this are left out of the HTML (export them with memsim.output.graph)."""
@@ -29,35 +30,12 @@ _COLUMNS = [
     ("fits", "fits", lambda v: "yes" if v else "no"),
     ("headroom_bytes", "headroom", lambda v: format_bytes(v)),
     ("max_batch_size", "max batch size", lambda v: "—" if v is None else f"{v:,}"),
-    ("extra_flops", "extra compute", lambda v: _flops(v)),
-    ("codec_seconds", "codec time / step", lambda v: _seconds(v)),
+    ("extra_flops", "extra compute", format_flops),
+    ("codec_seconds", "codec time / step", format_seconds),
     ("lossy", "lossy", lambda v: "yes" if v else "no"),
 ]
 
 __all__ = ["GRAPH_MAX_NODES", "render_html", "write_html"]
-
-
-def _flops(v) -> str:
-    if v is None:
-        return "—"
-    v = float(v)
-    for div, unit in ((1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP"), (1e3, "kFLOP")):
-        if v >= div:
-            return f"{v / div:.2f} {unit}"
-    return f"{v:.0f} FLOP"
-
-
-def _seconds(v) -> str:
-    if v is None:
-        return "—"
-    v = float(v)
-    if v == 0:
-        return "0"
-    return f"{v * 1e3:.1f} ms" if v < 1 else f"{v:.2f} s"
-
-
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
 
 
 _CSS = """
@@ -77,10 +55,6 @@ tr.chosen td { font-weight: 600; background: #fffbe6; }
 """
 
 
-def _is_report(obj) -> bool:
-    return hasattr(obj, "trace") and hasattr(obj, "memory_curve")
-
-
 def _verdict(report) -> str:
     fits = bool(getattr(report, "fits", False))
     device = getattr(report, "device", None)
@@ -88,12 +62,12 @@ def _verdict(report) -> str:
     peak = getattr(report, "device_peak_bytes", None)
     budget = getattr(report, "budget_bytes", None)
     headroom = getattr(report, "headroom_bytes", None)
-    parts = [f"<b>{'Fits' if fits else 'Does not fit'}</b> on {_e(device_name)}"]
+    parts = [f"<b>{'Fits' if fits else 'Does not fit'}</b> on {escape(device_name)}"]
     if peak is not None and budget is not None:
-        parts.append(f"device peak {_e(format_bytes(peak))} of {_e(format_bytes(budget))} available")
+        parts.append(f"device peak {escape(format_bytes(peak))} of {escape(format_bytes(budget))} available")
     if headroom is not None:
         word = "headroom" if headroom >= 0 else "over by"
-        parts.append(f"{word} {_e(format_bytes(abs(headroom)))}")
+        parts.append(f"{word} {escape(format_bytes(abs(headroom)))}")
     return f'<div class="verdict {"fits" if fits else "nofit"}">' + " · ".join(parts) + "</div>"
 
 
@@ -103,16 +77,16 @@ def _policy_table(report) -> str:
         return ""
     known = [c for c in _COLUMNS if any(c[0] in r for r in rows)]
     extra = [k for k in rows[0] if k not in {c[0] for c in _COLUMNS}]
-    head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in known) + "".join(f"<th>{_e(k)}</th>" for k in extra)
+    head = "".join(f"<th>{escape(h)}</th>" for _, h, _ in known) + "".join(f"<th>{escape(k)}</th>" for k in extra)
     body = []
     chosen = str(getattr(report, "policy", ""))
     for r in rows:
-        cells = "".join(f"<td>{_e('—' if r.get(k) is None else fmt(r.get(k)))}</td>" for k, _, fmt in known)
-        cells += "".join(f"<td>{_e(r.get(k, ''))}</td>" for k in extra)
+        cells = "".join(f"<td>{escape('—' if r.get(k) is None else fmt(r.get(k)))}</td>" for k, _, fmt in known)
+        cells += "".join(f"<td>{escape(r.get(k, ''))}</td>" for k in extra)
         cls = ' class="chosen"' if str(r.get("policy")) == chosen else ""
         body.append(f"<tr{cls}>{cells}</tr>")
     return (f"<h2>Policies compared</h2><table id=\"policies\"><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table><p class=\"note\">The chosen policy ({_e(chosen)}) is "
+            f"<tbody>{''.join(body)}</tbody></table><p class=\"note\">The chosen policy ({escape(chosen)}) is "
             f"highlighted. Peak live tensors is the sum of live tensor bytes at the step's worst op; the device "
             f"peak adds allocator rounding, runtime context and the OS reserve.</p>")
 
@@ -125,31 +99,31 @@ def _live_at_peak_tables(obj) -> str:
     by_cat = {c: 0 for c in CATEGORY_COLORS}
     for it in live:
         by_cat[it.category] += it.nbytes
-    trace = obj.trace if _is_report(obj) else obj
+    trace = obj.trace if is_report(obj) else obj
     ops = trace.timeline.ops
     where = ""
     if 0 <= peak_index < len(ops):
         op = ops[peak_index]
-        where = (f" — op {peak_index}: <span class=\"mono\">{_e(op.name)}</span> in "
-                 f"<span class=\"mono\">{_e(op.module or '(no module)')}</span>, {_e(op.phase)} phase")
+        where = (f" — op {peak_index}: <span class=\"mono\">{escape(op.name)}</span> in "
+                 f"<span class=\"mono\">{escape(op.module or '(no module)')}</span>, {escape(op.phase)} phase")
     rows = "".join(
-        f"<tr><td><span class=\"swatch\" style=\"background:{CATEGORY_COLORS[c]}\"></span>{_e(c)}</td>"
-        f"<td>{_e(format_bytes(b))}</td><td>{100 * b / max(total, 1):.1f}%</td></tr>"
+        f"<tr><td><span class=\"swatch\" style=\"background:{CATEGORY_COLORS[c]}\"></span>{escape(c)}</td>"
+        f"<td>{escape(format_bytes(b))}</td><td>{100 * b / max(total, 1):.1f}%</td></tr>"
         for c, b in sorted(by_cat.items(), key=lambda kv: -kv[1]) if b)
     cat_table = (f"<table id=\"by-category\"><thead><tr><th>category</th><th>bytes</th><th>share</th></tr></thead>"
-                 f"<tbody>{rows}</tbody><tfoot><tr><td><b>total</b></td><td><b>{_e(format_bytes(total))}</b></td>"
+                 f"<tbody>{rows}</tbody><tfoot><tr><td><b>total</b></td><td><b>{escape(format_bytes(total))}</b></td>"
                  f"<td></td></tr></tfoot></table>")
     trows = "".join(
-        f"<tr><td class=\"mono\">{_e(it.tensor.name or '—')}</td><td class=\"mono\">{_e(it.tensor.module or '—')}</td>"
-        f"<td>{_e(it.category)}</td><td class=\"mono\">{_e('×'.join(map(str, it.tensor.shape)) or 'scalar')}</td>"
-        f"<td>{_e(it.tensor.dtype)}</td><td>{_e(format_bytes(it.nbytes))}</td>"
-        f"<td class=\"mono\">{_e(it.tensor.op or '—')}</td></tr>"
+        f"<tr><td>{escape(tensor_label(it.tensor, trace))}</td><td class=\"mono\">{escape(it.tensor.module or '—')}</td>"
+        f"<td>{escape(it.category)}</td><td class=\"mono\">{escape(shape_text(it.tensor.shape))}</td>"
+        f"<td>{escape(it.tensor.dtype)}</td><td>{escape(format_bytes(it.nbytes))}</td>"
+        f"<td class=\"mono\">{escape(it.tensor.op or '—')}</td></tr>"
         for it in live[:TOP_TENSORS])
     tensor_table = (f"<table id=\"top-tensors\"><thead><tr><th>tensor</th><th>module</th><th>category</th>"
                     f"<th>shape</th><th>dtype</th><th>bytes</th><th>made by</th></tr></thead><tbody>{trows}</tbody>"
                     f"</table>")
     note = "" if exact else " (sizes as traced: this report does not say how its policy sizes each storage)"
-    return (f"<h2>Live at the peak</h2><p>{_e(format_bytes(total))} in {len(live):,} storages{where}{note}</p>"
+    return (f"<h2>Live at the peak</h2><p>{escape(format_bytes(total))} in {len(live):,} storages{where}{note}</p>"
             f"{cat_table}<h3>Largest storages</h3>{tensor_table}")
 
 
@@ -159,11 +133,11 @@ def render_html(trace_or_report, include_graph: bool = True, title: str | None =
     from memsim.output import figures as viz
     from memsim import __version__
 
-    if not (_is_report(trace_or_report) or hasattr(trace_or_report, "timeline")):
+    if not (is_report(trace_or_report) or hasattr(trace_or_report, "timeline")):
         raise InputError(f"cannot write an HTML report for a {type(trace_or_report).__name__}: "
                          "expected a memsim Trace or simulation Report")
-    is_report = _is_report(trace_or_report)
-    trace = trace_or_report.trace if is_report else trace_or_report
+    a_report = is_report(trace_or_report)
+    trace = trace_or_report.trace if a_report else trace_or_report
     meta = getattr(trace, "meta", {}) or {}
     model = meta.get("model") or "training step"
     heading = title or f"memsim report — {model}"
@@ -172,7 +146,7 @@ def render_html(trace_or_report, include_graph: bool = True, title: str | None =
         facts.append(f"batch {meta['batch_size']}")
     if meta.get("optimizer"):
         facts.append(f"optimizer {meta['optimizer']}")
-    if is_report:
+    if a_report:
         device = getattr(trace_or_report, "device", None)
         if device is not None:
             facts.append(f"device {getattr(device, 'display_name', None) or getattr(device, 'name', device)}")
@@ -195,29 +169,29 @@ def render_html(trace_or_report, include_graph: bool = True, title: str | None =
     for k, (heading_text, fig, div_id) in enumerate(figures):
         # plotly.js goes inline exactly once, in the first figure; the others reuse it
         div = fig.to_html(full_html=False, include_plotlyjs=(k == 0), div_id=div_id, config=plot_config)
-        parts.append(f"<h2>{_e(heading_text)}</h2>{div}")
+        parts.append(f"<h2>{escape(heading_text)}</h2>{div}")
         if div_id == "peak-breakdown":
             parts.append(_live_at_peak_tables(trace_or_report))
     body = [
-        f"<h1>{_e(heading)}</h1>",
-        f"<p class=\"sub\">{_e(' · '.join(facts))}</p>",
+        f"<h1>{escape(heading)}</h1>",
+        f"<p class=\"sub\">{escape(' · '.join(facts))}</p>",
     ]
-    if is_report:
+    if a_report:
         body.append(_verdict(trace_or_report))
         body.append(_policy_table(trace_or_report))
-    notes = list(getattr(trace_or_report, "notes", None) or []) if is_report else []
+    notes = list(getattr(trace_or_report, "notes", None) or []) if a_report else []
     notes += [n for n in meta.get("notes", []) or [] if n not in notes]
     if notes:
-        items = "".join(f"<li>{_e(n)}</li>" for n in notes)
+        items = "".join(f"<li>{escape(n)}</li>" for n in notes)
         body.append(f"<h2>Notes</h2><ul id=\"notes\">{items}</ul>")
     body += parts
     body.append(graph_note)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body.append(f"<p class=\"note\">memsim {_e(__version__)} · torch {_e(meta.get('torch_version', '?'))} · "
+    body.append(f"<p class=\"note\">memsim {escape(__version__)} · torch {escape(meta.get('torch_version', '?'))} · "
                 f"written {stamp}. Peak training memory = the largest sum of live tensor bytes during one "
                 f"steady-state step (forward, loss, backward, optimizer step, zero_grad).</p>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(heading)}</title>"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(heading)}</title>"
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
