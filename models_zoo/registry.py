@@ -5,13 +5,13 @@ instant. Constructors are imported only when a model or its spec is asked for.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable
 
+from memsim.core.choices import unknown
 from memsim.core.errors import InputError
 
 
@@ -112,9 +112,7 @@ def names() -> list[str]:
 def lookup(name: str) -> Entry:
     """The catalogue entry for ``name``; InputError with close matches and all names if unknown."""
     if not isinstance(name, str) or name not in _ENTRIES:
-        close = difflib.get_close_matches(str(name), names(), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise InputError(f"unknown model {name!r}.{hint} Valid models: {', '.join(names())}")
+        raise unknown("model", name, names())
     return _ENTRIES[name]
 
 

@@ -42,12 +42,12 @@ def run(runner, *args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["profile", "resnt50"], "Did you mean resnet50"),
+    (["profile", "resnt50"], "did you mean 'resnet50'"),
     (["profile", "small_cnn", "--device", "jetsn-nano"], "did you mean 'jetson-nano'"),
     (["check", "small_cnn", "--budget", "4XB"], "bad size '4XB'"),
     (["check", "small_cnn", "--device", "jetson-nano", "--batch-size", "0"], "0 is not in the range"),
     (["check", "small_cnn"], "check needs --device"),
-    (["profile", "small_cnn", "--policy", "zip"], "valid policies: none, bitmap"),
+    (["profile", "small_cnn", "--policy", "zip"], "valid choices: none, bitmap"),
     (["profile", "small_cnn", "--optimizer", "lion"], "valid choices: sgd, momentum, adam, adamw"),
     (["profile", "small_cnn", "--sparsity", "1.5"], "between 0 and 1"),
     (["profile", "small_cnn", "--input-shape", "3,a,3"], "bad input shape"),

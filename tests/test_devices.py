@@ -170,15 +170,15 @@ def test_missing_file():
 
 @pytest.mark.parametrize("text, message", [
     ('kind = "cpu"\ntotal_memory = ', "not valid TOML"),
-    ('total_memory = "4 GiB"\n', "missing field 'kind'; valid values: 'jetson', 'cuda-gpu', 'cpu'"),
-    ('kind = "tpu"\ntotal_memory = "4 GiB"\n', "bad kind 'tpu'; valid values: 'jetson', 'cuda-gpu', 'cpu'"),
+    ('total_memory = "4 GiB"\n', "missing field 'kind'; valid values: jetson, cuda-gpu, cpu"),
+    ('kind = "tpu"\ntotal_memory = "4 GiB"\n', r"unknown kind 'tpu' \(did you mean 'cpu'\?\); valid choices: jetson, cuda-gpu, cpu"),
     ('kind = "cpu"\n', "missing field 'total_memory'"),
     ('kind = "cpu"\ntotal_memory = "4XB"\n', "total_memory: bad size '4XB'.*KiB"),
     ('kind = "cpu"\ntotal_memory = true\n', "bad total_memory True"),
     ('kind = "cpu"\ntotal_memory = "4GiB"\nos_reserved = "-1GB"\n', "os_reserved: bad size"),
     ('kind = "cpu"\ntotal_memory = "4GiB"\nram = "4GiB"\n', "unknown field 'ram'; valid fields: allocator, compute"),
     ('kind = "cpu"\nallocator = "cuda-caching"\ntotal_memory = "4GiB"\n', "does not match kind 'cpu'"),
-    ('kind = "jetson"\nallocator = "jemalloc"\ntotal_memory = "4GiB"\n', "bad allocator 'jemalloc'; valid values: 'cuda-caching', 'cpu'"),
+    ('kind = "jetson"\nallocator = "jemalloc"\ntotal_memory = "4GiB"\n', "unknown allocator 'jemalloc'; valid choices: cuda-caching, cpu"),
     ('kind = "cpu"\ntotal_memory = "1GiB"\nos_reserved = "1GiB"\n', "leave nothing"),
     ('kind = "cpu"\ntotal_memory = "4GiB"\n[runtime]\ncuda_context = "300MiB"\n', "cuda_context must be 0"),
     ('kind = "cpu"\ntotal_memory = "4GiB"\n[runtime]\npython = "300MiB"\n', r"unknown field runtime.'python'; valid fields in \[runtime\]"),

@@ -108,7 +108,7 @@ def test_unknown_name_lists_close_and_valid_names():
     with pytest.raises(InputError) as err:
         models_zoo.create("resnet5")
     message = str(err.value)
-    assert "'resnet5'" in message and "resnet50" in message and "Did you mean" in message
+    assert "'resnet5'" in message and "resnet50" in message and "did you mean" in message
     assert "vgg16_bn" in message  # the full list of valid names
     with pytest.raises(InputError):
         models_zoo.spec("nope")

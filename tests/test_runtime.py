@@ -13,7 +13,7 @@ import torch.nn as nn
 import memsim
 import models_zoo
 from memsim.core.errors import InputError
-from memsim.runtime.hooks import Backend, Policy, Reason, _Hooks, compressed_activations
+from memsim.runtime.hooks import Encoder, Policy, Reason, _Hooks, compressed_activations
 from memsim.runtime.store import (Bits, NarrowInt, TorchBitmap, _pack_bool_torch, _unpack_bool_torch,
                                   narrow_dtype, pack_bool, unpack_bool)
 
@@ -79,14 +79,22 @@ def test_training_is_bit_identical_on_zoo_models(name, size, batch, policies):
         assert _no_hooks_left()
 
 
-def test_torch_ops_backend_is_bit_identical():
+def test_torch_ops_encoder_is_bit_identical():
     """The torch-ops encoder (the CUDA path) run on the CPU."""
     torch.manual_seed(2)
     model = models_zoo.create("small_cnn")
     x = torch.randn(4, 3, 32, 32)
     plain = _train(model, x, contextlib.nullcontext, steps=3)
-    _assert_bit_identical(plain, _train(
-        model, x, lambda: compressed_activations("bitmap+mask+indices", backend="torch", min_bytes=0), steps=3))
+    used = []
+
+    def ctx():
+        used.append(compressed_activations("bitmap+mask+indices", encoder="torch", min_bytes=0, collect_stats=True))
+        return used[-1]
+
+    _assert_bit_identical(plain, _train(model, x, ctx, steps=3))
+    stats = used[-1].stats
+    assert stats.compressed_bytes < stats.dense_bytes          # the torch-ops path really stored something smaller
+    assert stats.by_reason(), "no saved tensor was recorded"
 
 
 class _Echo(torch.autograd.Function):
@@ -103,9 +111,9 @@ class _Echo(torch.autograd.Function):
         return saved.clone()
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("encoder", ["auto", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
-def test_every_bit_survives(backend, dtype):
+def test_every_bit_survives(encoder, dtype):
     x = torch.zeros(4096, dtype=dtype)
     x[::3] = torch.randn(x[::3].shape).to(dtype)
     x[1] = -0.0
@@ -113,7 +121,7 @@ def test_every_bit_survives(backend, dtype):
     x[7] = float("inf")
     x = (x * 1).requires_grad_()  # non-leaf, so it is not treated as a parameter
     src = x.detach().clone()
-    with compressed_activations(backend=backend, min_bytes=0, collect_stats=True) as ctx:
+    with compressed_activations(encoder=encoder, min_bytes=0, collect_stats=True) as ctx:
         y = _Echo.apply(x * 1)
     (g,) = torch.autograd.grad(y.sum(), x)
     assert torch.equal(g.view(torch.uint8), src.view(torch.uint8))  # bitwise, NaN and -0.0 included
@@ -133,7 +141,7 @@ def test_shared_storage_is_encoded_once():
 
 def test_parameters_and_their_views_are_never_compressed():
     w = nn.Parameter(torch.zeros(256, 256))  # all zeros: would compress 30x if it were allowed
-    hooks = _Hooks(Policy.BITMAP, 0, Backend.AUTO, set(), None)
+    hooks = _Hooks(Policy.BITMAP, 0, Encoder.AUTO, set(), None)
     assert hooks.pack(w) is w
     wt = w.t()
     assert hooks.pack(wt) is wt  # Linear saves weight.t()
@@ -162,7 +170,7 @@ def test_exclude_skips_buffers_and_kept_inputs():
 
 
 def test_tensor_that_would_not_shrink_is_left_alone():
-    hooks = _Hooks(Policy.BITMAP, 0, Backend.AUTO, set(), None)
+    hooks = _Hooks(Policy.BITMAP, 0, Encoder.AUTO, set(), None)
     dense = torch.randn(1000) * 1  # no zeros: the bitmap would add 1/32
     packed = hooks.pack(dense)
     assert packed.entry.exact.kind == "dense"
@@ -171,7 +179,7 @@ def test_tensor_that_would_not_shrink_is_left_alone():
 
 
 def test_pack_does_not_modify_the_tensor():
-    hooks = _Hooks(Policy.ALL, 0, Backend.AUTO, set(), None)
+    hooks = _Hooks(Policy.ALL, 0, Encoder.AUTO, set(), None)
     for t in (torch.relu(torch.randn(64, 64)), torch.randint(0, 300, (64, 64)),
               (torch.rand(64, 64) > 0.5).float() * 2.0):
         before, version = t.clone(), t._version
@@ -223,7 +231,7 @@ def test_double_backward_matches():
 
 
 def test_memory_is_released_when_the_packed_object_dies():
-    hooks = _Hooks(Policy.BITMAP, 0, Backend.AUTO, set(), None)
+    hooks = _Hooks(Policy.BITMAP, 0, Encoder.AUTO, set(), None)
     from torch.multiprocessing.reductions import StorageWeakRef
 
     t = torch.relu(torch.randn(100_000))
@@ -407,7 +415,7 @@ def test_bad_arguments_are_input_errors():
     with pytest.raises(InputError, match="bitmap\\+mask"):
         compressed_activations(policy="zip")
     with pytest.raises(InputError, match="torch"):
-        compressed_activations(backend="gpu")
+        compressed_activations(encoder="gpu")
     with pytest.raises(InputError, match="min_bytes"):
         compressed_activations(min_bytes=-1)
     assert memsim.compressed_activations is compressed_activations

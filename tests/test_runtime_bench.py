@@ -25,7 +25,7 @@ def test_bench_runtime_prints_measured_and_predicted_rows():
 
 def test_bench_runtime_rejects_bad_options():
     runner = CliRunner()
-    for args, needle in ((["--models", "gpt2"], "unknown model"), (["--batches", "0"], "bad batch size"),
+    for args, needle in ((["--models", "gpt2"], "unknown image model"), (["--batches", "0"], "bad batch size"),
                          (["--policies", "zip"], "valid choices")):
         result = runner.invoke(cli, ["bench", "runtime", *args])
         assert result.exit_code == 2 and needle in result.output, result.output

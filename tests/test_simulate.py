@@ -36,7 +36,7 @@ def test_bitmap_shrinks_sparse_activations_and_never_grows_dense_ones():
 
 def test_parse_policies_lists_valid_names():
     assert parse_policies("all")[0] is Policy.NONE and len(parse_policies("all")) == len(Policy)
-    with pytest.raises(InputError, match="valid policies: none, bitmap"):
+    with pytest.raises(InputError, match="valid choices: none, bitmap"):
         parse_policies("zip")
 
 

@@ -31,7 +31,8 @@ def suggest(value: str, valid: Iterable[str], n: int = 3) -> str:
     close = difflib.get_close_matches(str(value).strip().lower(), [str(v) for v in valid], n=n, cutoff=0.6)
     if not close:
         return ""
-    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+    quoted = [repr(c) for c in close]
+    return " (did you mean " + (", ".join(quoted[:-1]) + " or " if len(quoted) > 1 else "") + quoted[-1] + "?)"
 
 
 def unknown(what: str, value, valid: Iterable[str], more: str = "") -> InputError:

@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Iterable
 
+from memsim.core.choices import choose
 from memsim.core.errors import InputError
 
 #: Default of ``min_bytes``: smaller saved tensors are not worth a Python call each (bytes).
@@ -106,7 +107,7 @@ class Policy(str, Enum):
         return self.value
 
 
-class Backend(str, Enum):
+class Encoder(str, Enum):
     """Which encoder builds the bitmap.
 
     Members:
@@ -121,14 +122,6 @@ class Backend(str, Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-def _choice(enum_cls, value, what: str):
-    try:
-        return enum_cls(value.value if isinstance(value, Enum) else str(value).lower())
-    except ValueError:
-        valid = ", ".join(m.value for m in enum_cls)
-        raise InputError(f"unknown {what} {value!r}; valid choices: {valid}") from None
 
 
 class Reason(str, Enum):
@@ -221,14 +214,14 @@ class CompressionStats:
 
     def table(self) -> str:
         """A text table of :meth:`by_producer`, largest first (MiB)."""
-        rows = sorted(self.by_producer().items(), key=lambda kv: -kv[1]["dense_bytes"])
-        lines = [f"{'producer':<34}{'count':>6}{'dense MiB':>11}{'stored MiB':>12}{'kept dense MiB':>16}"]
+        from memsim.output.tables import table
+
         mib = 1024 * 1024
-        for name, r in rows:
-            lines.append(f"{name:<34}{r['count']:>6}{r['dense_bytes'] / mib:>11.1f}"
-                         f"{r['stored_bytes'] / mib:>12.1f}{r['dense_kept_bytes'] / mib:>16.1f}")
-        lines.append(f"{'total':<34}{'':>6}{self.dense_bytes / mib:>11.1f}{self.compressed_bytes / mib:>12.1f}")
-        return "\n".join(lines)
+        rows = [[name, r["count"], f"{r['dense_bytes'] / mib:.1f}", f"{r['stored_bytes'] / mib:.1f}",
+                 f"{r['dense_kept_bytes'] / mib:.1f}"]
+                for name, r in sorted(self.by_producer().items(), key=lambda kv: -kv[1]["dense_bytes"])]
+        rows.append(["total", "", f"{self.dense_bytes / mib:.1f}", f"{self.compressed_bytes / mib:.1f}", ""])
+        return table(["producer", "count", "dense MiB", "stored MiB", "kept dense MiB"], rows, right={1, 2, 3, 4})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -276,10 +269,10 @@ def _dense_layout(t) -> bool:
 class _Hooks:
     """The pack/unpack pair of one ``compressed_activations`` block."""
 
-    def __init__(self, policy: Policy, min_bytes: int, backend: Backend, exclude_keys: set, stats):
+    def __init__(self, policy: Policy, min_bytes: int, encoder: Encoder, exclude_keys: set, stats):
         from torch.multiprocessing.reductions import StorageWeakRef
 
-        self.policy, self.min_bytes, self.backend = policy, min_bytes, backend
+        self.policy, self.min_bytes, self.encoder = policy, min_bytes, encoder
         self.exclude_keys = exclude_keys
         self.stats = stats
         self._weak = StorageWeakRef
@@ -421,7 +414,7 @@ class _Hooks:
         if (type(t) is not torch.Tensor or t.layout != torch.strided or t.is_quantized or t.is_nested
                 or t.is_meta or t.numel() == 0):
             return Reason.UNSUPPORTED
-        if self.backend is Backend.NATIVE and t.device.type != "cpu":
+        if self.encoder is Encoder.NATIVE and t.device.type != "cpu":
             return Reason.UNSUPPORTED
         if t.numel() * t.element_size() < self.min_bytes:
             return Reason.SMALL
@@ -482,10 +475,10 @@ class _Hooks:
 
     # -- encoders --------------------------------------------------------------------------------------
     def _use_native(self, flat) -> bool:
-        if self.backend is Backend.AUTO:
+        if self.encoder is Encoder.AUTO:
             return (flat.device.type == "cpu" and _native_codec_available()
                     and str(flat.dtype).replace("torch.", "") in _NATIVE_DTYPES)
-        return self.backend is Backend.NATIVE and str(flat.dtype).replace("torch.", "") in _NATIVE_DTYPES
+        return self.encoder is Encoder.NATIVE and str(flat.dtype).replace("torch.", "") in _NATIVE_DTYPES
 
     @staticmethod
     def _relu_mask(flat):
@@ -623,13 +616,13 @@ class compressed_activations:
         policy: a :class:`Policy` or its value: "bitmap" (default), "bitmap+mask", "bitmap+indices",
             "bitmap+mask+indices".
         min_bytes: saved tensors smaller than this are left alone (bytes; default 16 KiB).
-        backend: a :class:`Backend` or its value: "auto" (default), "native", "torch".
+        encoder: a :class:`Encoder` or its value: "auto" (default), "native", "torch".
         exclude: tensors or modules whose storages must never be compressed (e.g. the model, so its
             buffers are skipped; the inputs you keep alive anyway).
         collect_stats: fill :attr:`stats` (:class:`CompressionStats`) with one record per unique saved
             storage; off by default because records accumulate over a long block.
 
-    Raises :class:`memsim.core.errors.InputError` for an unknown policy/backend or a negative ``min_bytes``.
+    Raises :class:`memsim.core.errors.InputError` for an unknown policy/encoder or a negative ``min_bytes``.
     Nested blocks work (the innermost one applies); leaving a block, normally or by an exception, removes
     exactly its hooks.
 
@@ -639,9 +632,9 @@ class compressed_activations:
     """
 
     def __init__(self, policy: Any = Policy.BITMAP, min_bytes: int = DEFAULT_MIN_BYTES,
-                 backend: Any = Backend.AUTO, exclude: Iterable | Any = None, collect_stats: bool = False):
-        self.policy = _choice(Policy, policy, "policy")
-        self.backend = _choice(Backend, backend, "backend")
+                 encoder: Any = Encoder.AUTO, exclude: Iterable | Any = None, collect_stats: bool = False):
+        self.policy = choose(Policy, policy, "policy")
+        self.encoder = choose(Encoder, encoder, "encoder")
         if not isinstance(min_bytes, int) or isinstance(min_bytes, bool) or min_bytes < 0:
             raise InputError(f"min_bytes must be a non-negative integer number of bytes, got {min_bytes!r}")
         self.min_bytes = min_bytes
@@ -671,8 +664,8 @@ class compressed_activations:
 
         if self._hooks_cm is not None:
             raise RuntimeError("this compressed_activations block is already active; make a new one")
-        _require_native_codec(self.backend)
-        hooks = _Hooks(self.policy, self.min_bytes, self.backend, self._exclude_keys(), self.stats)
+        _require_native_codec(self.encoder)
+        hooks = _Hooks(self.policy, self.min_bytes, self.encoder, self._exclude_keys(), self.stats)
         self._hooks = hooks
         self._hooks_cm = torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack)
         self._hooks_cm.__enter__()
@@ -707,7 +700,7 @@ _NATIVE_DTYPES = frozenset({"bool", "uint8", "int8", "int16", "int32", "int64", 
                             "float32", "float64"})
 
 
-def _require_native_codec(backend: Backend) -> None:
-    if backend is Backend.NATIVE and not _native_codec_available():
-        raise InputError("backend 'native' needs the native codec (memsim.codec), which is not available; "
+def _require_native_codec(encoder: Encoder) -> None:
+    if encoder is Encoder.NATIVE and not _native_codec_available():
+        raise InputError("encoder 'native' needs the native codec (memsim.codec), which is not available; "
                          "valid choices: auto, native, torch")

@@ -42,6 +42,7 @@ import numpy as np
 from memsim.core.categories import Category, Phase
 from memsim.core.bitmap_size import HEADER_BYTES, encoded_size_at
 from memsim.core.dtypes import itemsize
+from memsim.core.choices import choose, split_list
 from memsim.core.errors import InputError
 from memsim.core.timeline import _interval_sum, category_interval_sums
 from memsim.core.trace import Trace
@@ -83,18 +84,12 @@ def parse_policies(value: str | Policy | list) -> list[Policy]:
     """
     if isinstance(value, Policy):
         return [value]
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     out: list[Policy] = []
-    for item in items:
-        name = str(item).strip().lower()
-        if name == "all":
+    for item in split_list(value if isinstance(value, (list, tuple)) else str(value)):
+        if item.lower() == "all":
             out.extend(p for p in Policy if p not in out)
             continue
-        try:
-            p = Policy(name)
-        except ValueError:
-            valid = ", ".join([p.value for p in Policy] + ["all"])
-            raise InputError(f"unknown policy {item!r}; valid policies: {valid}") from None
+        p = choose(Policy, item, "policy", more="all")
         if p not in out:
             out.append(p)
     if not out:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Callable, Iterable
 
+from memsim.core.choices import choose
 from memsim.core.errors import InputError
 
 #: Learning rate of the named optimizers. It does not change memory; it only keeps real runs sane.
@@ -50,12 +51,7 @@ def validate_optimizer(optimizer: Any) -> "OptimizerName | Callable":
     """
     if callable(optimizer) and not isinstance(optimizer, (str, OptimizerName)):
         return optimizer
-    try:
-        return OptimizerName(str(optimizer).lower())
-    except ValueError:
-        valid = ", ".join(o.value for o in OptimizerName)
-        raise InputError(f"unknown optimizer {optimizer!r}; valid choices: {valid}, "
-                         f"or a callable(params) -> torch.optim.Optimizer") from None
+    return choose(OptimizerName, optimizer, "optimizer", more="or a callable(params) -> torch.optim.Optimizer")
 
 
 def optimizer_label(optimizer: Any) -> str:

@@ -11,7 +11,6 @@ Example:
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from memsim.core.choices import one_of
 from memsim.core.errors import InputError, ModelError
 
 
@@ -69,12 +69,7 @@ def load_workload(model: str, *, input_shape: tuple[int, ...] | None = None, wei
 def _zoo_workload(name: str, input_shape, weights) -> Workload:
     import models_zoo
 
-    names = models_zoo.names()
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"unknown model {name!r}.{hint} Zoo models: {', '.join(names)}; or give "
-                         "package.module:factory or path/to/file.py:factory")
+    one_of(name, models_zoo.names(), "model", more="package.module:factory or path/to/file.py:factory")
     if weights and not Path(weights).is_file():
         raise InputError(f"weights file not found: {weights}")
     spec = models_zoo.spec(name)

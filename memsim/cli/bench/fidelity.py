@@ -16,6 +16,7 @@ import time
 
 import click
 
+from memsim.core.choices import one_of, split_list
 from memsim.core.errors import InputError
 from memsim.core.units import format_bytes
 
@@ -24,23 +25,17 @@ from memsim.core.units import format_bytes
 DEFAULT_MAX_MEASURE = "8GiB"
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 def _validate(models: list[str], optimizers: list[str], batches: str) -> list[int]:
     import models_zoo
 
     from memsim.tracing import step as step_mod
 
-    valid = models_zoo.names()
     for m in models:
-        if m not in valid:
-            raise InputError(f"unknown zoo model {m!r}; valid choices: {', '.join(valid)}")
+        one_of(m, models_zoo.names(), "zoo model")
     for o in optimizers:
         step_mod.validate_optimizer(o)
     try:
-        out = [int(b) for b in _csv(batches)]
+        out = [int(b) for b in split_list(batches)]
     except ValueError:
         raise InputError(f"--batches must be comma-separated positive integers, got {batches!r}") from None
     if not out or any(b < 1 for b in out):
@@ -96,7 +91,7 @@ def run_row(name: str, batch: int, optimizer: str, seq_len: int | None, max_meas
     return row
 
 
-def _fmt(row: dict) -> str:
+def _cells(row: dict) -> list[str]:
     def mb(v):
         return "-" if v is None else f"{v / 2**20:,.1f}"
 
@@ -106,14 +101,13 @@ def _fmt(row: dict) -> str:
     def sec(v):
         return "-" if v is None else f"{v:.2f}"
 
-    return (f"{row['model']:<20} {row['batch']:>5} {row['optimizer']:<9} {mb(row['predicted']):>11} "
-            f"{mb(row['measured']):>11} {pct(row['error_pct']):>8} {sec(row['trace_s']):>7} | "
-            f"{mb(row.get('memtracker')):>11} {pct(row.get('memtracker_error_pct')):>8} "
-            f"{sec(row.get('memtracker_s')):>7}  {row['note']}")
+    return [row["model"], str(row["batch"]), row["optimizer"], mb(row["predicted"]), mb(row["measured"]),
+            pct(row["error_pct"]), sec(row["trace_s"]), mb(row.get("memtracker")),
+            pct(row.get("memtracker_error_pct")), sec(row.get("memtracker_s")), row["note"]]
 
 
-HEADER = (f"{'model':<20} {'batch':>5} {'optimizer':<9} {'pred MiB':>11} {'meas MiB':>11} {'error':>8} "
-          f"{'trace s':>7} | {'MemTr MiB':>11} {'MemTr err':>8} {'MemTr s':>7}")
+HEADERS = ["model", "batch", "optimizer", "predicted MiB", "measured MiB", "error", "trace s", "MemTracker MiB",
+           "MemTracker error", "MemTracker s", "note"]
 
 
 @click.command(name="fidelity")
@@ -128,17 +122,17 @@ HEADER = (f"{'model':<20} {'batch':>5} {'optimizer':<9} {'pred MiB':>11} {'meas 
               help="Also run PyTorch's MemTracker under FakeTensorMode.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the rows as JSON to this file.")
-def command(models, batches, optimizers, seq_len, max_measure, memtracker, json_path):
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (for README).")
+def command(models, batches, optimizers, seq_len, max_measure, memtracker, json_path, markdown):
     """Predicted vs measured peak (profiler, CPU) for zoo models, next to PyTorch's MemTracker."""
     import models_zoo
 
     from memsim.core.units import parse_size
 
-    names = _csv(models) if models else models_zoo.names()
-    opts = _csv(optimizers)
+    names = split_list(models) if models else models_zoo.names()
+    opts = split_list(optimizers)
     limit = parse_size(max_measure)
     _validate(names, opts, batches or "1")
-    click.echo(HEADER)
     rows = []
     for name in names:
         spec = models_zoo.spec(name)
@@ -147,7 +141,11 @@ def command(models, batches, optimizers, seq_len, max_measure, memtracker, json_
             for opt in opts:
                 row = run_row(name, batch, opt, seq_len, limit, memtracker)
                 rows.append(row)
-                click.echo(_fmt(row))
+                err = "-" if row["error_pct"] is None else f"{row['error_pct']:+.2f}%"
+                click.echo(f"{name} batch {batch} {opt}: {err}", err=True)   # progress: rows take seconds each
+    from memsim.output.tables import table
+
+    click.echo(table(HEADERS, [_cells(r) for r in rows], right={1, 3, 4, 5, 6, 7, 8, 9}, markdown=markdown))
     measured = [abs(r["error_pct"]) for r in rows if r["error_pct"] is not None]
     if measured:
         click.echo(f"\nmax |error| {max(measured):.2f}% over {len(measured)} measured rows "

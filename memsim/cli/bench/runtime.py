@@ -27,6 +27,7 @@ import time
 
 import click
 
+from memsim.core.choices import choose, one_of, split_list
 from memsim.core.errors import InputError
 
 ALL_MODELS = ("resnet18", "mobilenet_v2", "resnet50", "vgg16")
@@ -41,24 +42,19 @@ SIMULATOR_POLICY = {"bitmap": "bitmap", "bitmap+mask+indices": "bitmap+mask+indi
 MIB = 1024 * 1024
 
 
-def _split(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 def _models(ctx, param, value):
     import models_zoo
 
-    names = _split(value)
     valid = [n for n in models_zoo.names() if models_zoo.spec(n).task.value == "image_classification"]
-    for n in names:
-        if n not in valid:
-            raise click.BadParameter(f"unknown model {n!r}; valid choices: {', '.join(valid)}")
-    return names
+    try:
+        return [one_of(n, valid, "image model") for n in split_list(value)]
+    except InputError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _batches(ctx, param, value):
     out = []
-    for v in _split(value):
+    for v in split_list(value):
         if not v.isdigit() or int(v) <= 0:
             raise click.BadParameter(f"bad batch size {v!r}: must be a positive integer, e.g. 8,32")
         out.append(int(v))
@@ -66,10 +62,10 @@ def _batches(ctx, param, value):
 
 
 def _policies(ctx, param, value):
-    from memsim.runtime.hooks import Policy, _choice
+    from memsim.runtime.hooks import Policy
 
     try:
-        return [_choice(Policy, v, "policy") for v in _split(value)]
+        return [choose(Policy, v, "policy") for v in split_list(value)]
     except InputError as e:
         raise click.BadParameter(str(e)) from None
 
@@ -185,11 +181,9 @@ def command(models, batches, policies, repeats, image_size, no_predict, breakdow
         click.echo(f"(skipped: {', '.join([*skipped_models, *(f'batch {b}' for b in skipped)])}; the full table "
                    f"is --models {','.join(ALL_MODELS)} --batches {','.join(map(str, ALL_BATCHES))}, "
                    f"which takes more than an hour on 2 cores)")
-    header = (f"{'model':<14}{'batch':>6} {'policy':<21}{'peak w/o MiB':>13}{'peak with MiB':>14}"
-              f"{'reduction':>10}{'predicted':>10}{'gap pp':>8}{'step w/o s':>11}{'step with s':>12}"
-              f"{'overhead':>9}")
-    click.echo(header)
-    breakdowns = []
+    from memsim.output.tables import table
+
+    rows, breakdowns = [], []
     for name in models:
         for batch in batches:
             r = measure_config(name, batch, policies, repeats=repeats, image_size=image_size,
@@ -198,12 +192,14 @@ def command(models, batches, policies, repeats, image_size, no_predict, breakdow
                 p = r[str(policy)]
                 measured = 1.0 - p["peak"] / r["peak_without"]
                 gap = "n/a" if p["predicted"] is None else f"{100 * abs(p['predicted'] - measured):.1f}"
-                click.echo(f"{name:<14}{batch:>6} {str(policy):<21}{r['peak_without'] / MIB:>13.1f}"
-                           f"{p['peak'] / MIB:>14.1f}{_pct(measured):>10}{_pct(p['predicted']):>10}{gap:>8}"
-                           f"{r['time_without']:>11.2f}{p['time']:>12.2f}"
-                           f"{_pct(p['overhead']):>9}")
+                rows.append([name, batch, str(policy), f"{r['peak_without'] / MIB:.1f}", f"{p['peak'] / MIB:.1f}",
+                             _pct(measured), _pct(p["predicted"]), gap, f"{r['time_without']:.2f}",
+                             f"{p['time']:.2f}", _pct(p["overhead"])])
+                click.echo(f"{name} batch {batch} {policy}: {_pct(measured)}", err=True)   # progress
             if batch == batches[0]:
                 breakdowns.append((name, batch, policies[-1], r[str(policies[-1])]["stats"]))
+    click.echo(table(["model", "batch", "policy", "peak w/o MiB", "peak with MiB", "reduction", "predicted",
+                      "gap pp", "step w/o s", "step with s", "overhead"], rows, right=set(range(3, 11)) | {1}))
     if breakdown:
         for name, batch, policy, stats in breakdowns:
             click.echo(f"\n{name} batch {batch}, {policy}: saved tensors by producing op (unique storages)")

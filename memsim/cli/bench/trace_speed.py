@@ -1,9 +1,11 @@
 """``memsim bench trace``: how fast memsim traces a step, next to PyTorch's MemTracker in the same run.
 
 * ResNet-50 (default batch 8, SGD-momentum): ``memsim.trace`` end to end (fake copy of the model, optimizer
-  state, the traced step, graph walk, timeline) against MemTracker's one tracked steady-state step under
-  FakeTensorMode (its model building and warm-up step are not counted). Median of ``--repeat`` runs after
-  one untimed warm-up run of each (imports, FakeTensorMode caches).
+  state, the traced step, graph walk, timeline, kernel probes) against MemTracker's one tracked steady-state
+  step under FakeTensorMode (its model building and warm-up step are not counted). memsim runs twice per
+  round: with a cold probe cache (a fresh cache directory: every distinct convolution runs once for real)
+  and warm (the probes come from disk). Median of ``--repeat`` rounds after one untimed warm-up run of each
+  (imports, FakeTensorMode caches), the three measured back to back in each round.
 * GPT-2 XL (1.5B parameters, built on the meta device, batch 1 × 1024 tokens, Adam): trace time and the
   traced process's peak resident memory, in a fresh subprocess so nothing else counts.
 
@@ -14,20 +16,31 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import click
 
 
-def _time_memsim(model, x, loss_fn, optimizer) -> tuple[float, float, int, int]:
+def _time_memsim(model, x, loss_fn, optimizer, cache_dir: str) -> tuple[float, float, int, int]:
+    """(wall s, CPU s, peak bytes, ops) of one ``memsim.trace`` with its probe cache in ``cache_dir``."""
     import memsim
 
-    start, cpu_start = time.perf_counter(), time.process_time()
-    tr = memsim.trace(model, x, loss_fn=loss_fn, optimizer=optimizer)
-    return time.perf_counter() - start, time.process_time() - cpu_start, tr.peak_bytes, tr.timeline.n_ops
+    old = os.environ.get("MEMSIM_CACHE_DIR")
+    os.environ["MEMSIM_CACHE_DIR"] = cache_dir
+    try:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        tr = memsim.trace(model, x, loss_fn=loss_fn, optimizer=optimizer)
+        return time.perf_counter() - start, time.process_time() - cpu_start, tr.peak_bytes, tr.timeline.n_ops
+    finally:
+        if old is None:
+            os.environ.pop("MEMSIM_CACHE_DIR", None)
+        else:
+            os.environ["MEMSIM_CACHE_DIR"] = old
 
 
 def _gpt2_xl_child(optimizer: str, seq_len: int) -> None:
@@ -79,24 +92,30 @@ def command(batch, repeat, optimizer, gpt2_xl, seq_len):
     def make_inputs():
         return spec.example_inputs(batch, device="meta")
 
-    _time_memsim(model, x, spec.loss_fn, optimizer)                     # warm-up, untimed
-    memtracker_peak(make_model, make_inputs, spec.loss_fn, optimizer)
-    ours, ours_cpu, theirs, theirs_cpu = [], [], [], []
-    for _ in range(repeat):
-        seconds, cpu, peak, n_ops = _time_memsim(model, x, spec.loss_fn, optimizer)
-        ours.append(seconds)
-        ours_cpu.append(cpu)
-        mt = memtracker_peak(make_model, make_inputs, spec.loss_fn, optimizer)
-        theirs.append(mt.seconds)
-        theirs_cpu.append(mt.cpu_seconds)
-    a, b = statistics.median(ours), statistics.median(theirs)
-    ac, bc = statistics.median(ours_cpu), statistics.median(theirs_cpu)
-    click.echo(f"ResNet-50, batch {batch}, {optimizer}: {n_ops} ops traced; median of {repeat} "
-               f"(wall s / CPU s)")
-    click.echo(f"  memsim.trace   {a:7.3f} / {ac:7.3f}   peak {peak / 2**20:9.1f} MiB   (end to end)")
-    click.echo(f"  MemTracker     {b:7.3f} / {bc:7.3f}   peak {mt.peak_bytes / 2**20:9.1f} MiB   "
-               f"(one tracked step)")
-    click.echo(f"  ratio memsim / MemTracker = {a / b:.2f} wall, {ac / bc:.2f} CPU  (target <= 0.20)")
+    with tempfile.TemporaryDirectory() as tmp:
+        _time_memsim(model, x, spec.loss_fn, optimizer, os.path.join(tmp, "warm-up"))     # untimed
+        memtracker_peak(make_model, make_inputs, spec.loss_fn, optimizer)
+        runs: dict[str, list] = {"memsim.trace, cold probes": [], "memsim.trace, warm probes": [], "MemTracker": []}
+        for i in range(repeat):
+            cold = os.path.join(tmp, f"cold{i}")
+            runs["memsim.trace, cold probes"].append(_time_memsim(model, x, spec.loss_fn, optimizer, cold))
+            runs["memsim.trace, warm probes"].append(_time_memsim(model, x, spec.loss_fn, optimizer, cold))
+            mt = memtracker_peak(make_model, make_inputs, spec.loss_fn, optimizer)
+            runs["MemTracker"].append((mt.seconds, mt.cpu_seconds, mt.peak_bytes, None))
+    from memsim.output.tables import table
+
+    base_wall = statistics.median(r[0] for r in runs["MemTracker"])
+    base_cpu = statistics.median(r[1] for r in runs["MemTracker"])
+    rows = []
+    for name, rs in runs.items():
+        wall, cpu = statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)
+        rows.append([name, f"{wall:.3f}", f"{cpu:.3f}", f"{rs[-1][2] / 2**20:.1f}", f"{wall / base_wall:.2f}",
+                     f"{cpu / base_cpu:.2f}"])
+    n_ops = runs["memsim.trace, warm probes"][-1][3]
+    click.echo(f"ResNet-50, batch {batch}, {optimizer}: {n_ops} ops traced; median of {repeat} rounds")
+    click.echo(table(["tracer", "wall s", "CPU s", "peak MiB", "× MemTracker wall", "× MemTracker CPU"], rows,
+                     right={1, 2, 3, 4, 5}))
+    click.echo("target: memsim.trace at most 0.20 × MemTracker")
     if gpt2_xl:
         code = ("from memsim.cli.bench.trace_speed import _gpt2_xl_child; "
                 f"_gpt2_xl_child({'adam'!r}, {int(seq_len)})")

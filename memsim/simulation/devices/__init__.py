@@ -61,7 +61,6 @@ baseline counts against it, and the CPU allocator model applies.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import subprocess
 import sys
@@ -73,6 +72,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from memsim.simulation.allocator import AllocatorKind
+from memsim.core.choices import choose, suggest
 from memsim.core.errors import InputError
 from memsim.core.units import format_bytes, parse_size
 
@@ -193,10 +193,8 @@ def get(name: str) -> Device:
     files = _catalog_files()
     key = str(name).strip().lower()
     if key not in files:
-        close = difflib.get_close_matches(key, sorted(files), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise InputError(f"unknown device {name!r}{hint} Run `memsim devices` to list all devices, "
-                         "or describe your own with --device-file (see `memsim devices --template`).")
+        raise InputError(f"unknown device {name!r}{suggest(key, sorted(files))}. Run `memsim devices` to list "
+                         "all devices, or describe your own with --device-file (see `memsim devices --template`).")
     return _load_catalog_file(key)
 
 
@@ -419,15 +417,14 @@ def _text(data: Mapping, key: str, where: str, default: str) -> str:
 
 
 def _choice(data: Mapping, key: str, enum: type[Enum], where: str, required: bool):
-    valid = ", ".join(repr(m.value) for m in enum)
     if key not in data:
         if required:
-            raise InputError(f"{where}: missing field {key!r}; valid values: {valid}")
+            raise InputError(f"{where}: missing field {key!r}; valid values: {', '.join(m.value for m in enum)}")
         return None
     try:
-        return enum(data[key])
-    except ValueError:
-        raise InputError(f"{where}: bad {key} {data[key]!r}; valid values: {valid}") from None
+        return choose(enum, data[key], key)
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
 
 
 def _size(data: Mapping, key: str, where: str, required: bool, prefix: str = "", allow_zero: bool = True):
