@@ -266,6 +266,7 @@ def test_hf_causal_mask_buffers_in_checkpoints_are_ignored(tmp_path):
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
 
 
+@pytest.mark.slow
 def test_vit_tiny_trains_on_real_tensors():
     model = models_zoo.create("vit_tiny", num_classes=10, image_size=32, seed=0)
     spec = models_zoo.spec("vit_tiny", num_classes=10, image_size=32)
@@ -276,6 +277,7 @@ def test_vit_tiny_trains_on_real_tensors():
     assert model.conv_proj.weight.grad is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1"])
 def test_cnn_backward_on_real_tensors(name):
     model = models_zoo.create(name, num_classes=10, seed=0)

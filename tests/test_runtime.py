@@ -51,8 +51,8 @@ def _assert_bit_identical(a, b):
 # "bitmap+mask+indices" runs every representation; plain "bitmap" once more on the smallest model
 ZOO_CASES = [
     pytest.param("small_cnn", 32, 4, ["bitmap", "bitmap+mask+indices"], id="small_cnn"),
-    pytest.param("resnet18", 64, 2, ["bitmap+mask+indices"], id="resnet18"),
-    pytest.param("mobilenet_v2", 64, 2, ["bitmap+mask+indices"], id="mobilenet_v2"),
+    pytest.param("resnet18", 64, 2, ["bitmap+mask+indices"], id="resnet18", marks=pytest.mark.slow),
+    pytest.param("mobilenet_v2", 64, 2, ["bitmap+mask+indices"], id="mobilenet_v2", marks=pytest.mark.slow),
     # 133M parameters (the 25088x4096 head): the optimizer steps dominate the time
     pytest.param("vgg11", 32, 2, ["bitmap+mask+indices"], id="vgg11", marks=pytest.mark.slow),
 ]

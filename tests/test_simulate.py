@@ -72,7 +72,8 @@ def test_saved_trace_simulates_identically(tmp_path):
     assert a == b
 
 
-@pytest.mark.parametrize("name, b1, b2, b3", [("small_cnn", 4, 8, 24), ("mobilenet_v3_small", 2, 3, 7)])
+@pytest.mark.parametrize("name, b1, b2, b3", [("small_cnn", 4, 8, 24),
+                                              pytest.param("mobilenet_v3_small", 2, 3, 7, marks=pytest.mark.slow)])
 def test_batch_scaling_predicts_a_third_batch_size(name, b1, b2, b3):
     """Two traces teach which storages grow with the batch; the peak at a third batch must match a trace."""
     import models_zoo

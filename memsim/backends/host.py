@@ -17,8 +17,12 @@ host (:func:`host_signature`: CPU, ISA, threads, torch version), in ``<cache dir
 trace of the same model probes nothing.
 
 Example:
-    >>> kernels = HostKernels()
-    >>> kernels.cost(trace_calls)        # doctest: +SKIP  (fills call.host["workspace"] in bytes)
+    >>> x = TensorInfo((2, 16, 16, 16), (4096, 256, 16, 1), "float32")
+    >>> w = TensorInfo((16, 16, 3, 3), (144, 9, 3, 1), "float32")
+    >>> call = KernelCall(0, CONVOLUTION, (x, w, None, (1, 1), (1, 1), (1, 1), False, (0, 0), 1))
+    >>> HostKernels(cache_directory=None).cost([call])
+    >>> call.host["workspace"] > 0          # oneDNN reorders or im2col columns, in bytes
+    True
 """
 from __future__ import annotations
 

@@ -125,7 +125,8 @@ def tensor_label(t, trace=None) -> str:
         savers = []
         for node in t.saved_by:
             if node in graph.nodes:
-                saver = _relative(str(graph.nodes[node].get("module", "")), t.module) or where
+                module = str(graph.nodes[node].get("module", ""))
+                saver = "itself" if module == t.module and module else _relative(module, t.module)
                 saver = where if saver == "(top level)" else saver
                 if saver not in savers:
                     savers.append(saver)

@@ -3,9 +3,10 @@
 Loading and re-simulating a saved trace needs neither torch nor the model.
 
 Example:
-    >>> tr = memsim.trace(model, x)              # doctest: +SKIP
-    >>> tr.save("step.json"); tr2 = Trace.load("step.json")
-    >>> tr2.peak_bytes == tr.peak_bytes
+    >>> import os, tempfile, torch, memsim
+    >>> tr = memsim.trace(torch.nn.Linear(64, 64), torch.randn(8, 64))
+    >>> path = os.path.join(tempfile.mkdtemp(), "step.json.gz")
+    >>> tr.save(path); Trace.load(path).peak_bytes == tr.peak_bytes
     True
 """
 from __future__ import annotations

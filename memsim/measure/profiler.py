@@ -103,6 +103,7 @@ class memory_profile:  # noqa: N801 - used like torch.profiler.profile
     stop lines on stderr; ``.prof`` is the profiler once the block has run.
 
     Example:
+        >>> import torch
         >>> with memory_profile() as p:
         ...     x = torch.zeros(1000)
         >>> any(e.name == "aten::zeros" for e in p.prof.events())
@@ -167,7 +168,10 @@ def measure_peak(fn: Callable[[], Any], context: Callable[[], contextlib.Abstrac
     ``memsim.compressed_activations``), so what it allocates is measured too.
 
     Example:
-        >>> m = measure_peak(lambda: run_my_step(), context=memsim.compressed_activations)  # doctest: +SKIP
+        >>> import torch, memsim
+        >>> m = measure_peak(lambda: torch.zeros(1 << 20).sum(), context=memsim.compressed_activations)
+        >>> m.peak_bytes >= 4 << 20                 # the 4 MiB of zeros
+        True
     """
     with memory_profile(record_shapes=True, with_stack=True) as profiled:
         with (context() if context is not None else contextlib.nullcontext()):
@@ -187,8 +191,10 @@ def measure_step_peak(model, inputs, loss_fn: Callable | None = None, optimizer:
     ``context`` as in :func:`measure_peak` (entered for the measured step only).
 
     Example:
-        >>> m = measure_step_peak(torch.nn.Linear(10, 10), torch.randn(4, 10), optimizer="adam")  # doctest: +SKIP
-        >>> m.peak_bytes, m.baseline_bytes
+        >>> import torch
+        >>> m = measure_step_peak(torch.nn.Linear(100, 100), torch.randn(4, 100), optimizer="adam")
+        >>> m.baseline_bytes >= 3 * 100 * 100 * 4 and m.peak_bytes > m.baseline_bytes   # weights + 2 moments
+        True
     """
     opt_spec = step_mod.validate_optimizer(optimizer)
     model = copy.deepcopy(model)

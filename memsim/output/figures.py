@@ -12,7 +12,9 @@ exact values (nothing is averaged), so every local extremum wider than a bucket 
 at its exact op with its exact bytes.
 
 Example:
-    >>> fig = timeline_figure(report)            # doctest: +SKIP
+    >>> import torch, memsim
+    >>> tr = memsim.trace(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()), torch.randn(4, 8))
+    >>> fig = timeline_figure(tr)
     >>> fig.write_html("step.html")              # doctest: +SKIP
 """
 from __future__ import annotations
@@ -234,8 +236,10 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
         height: figure height in pixels.
 
     Example:
-        >>> fig = timeline_figure(memsim.simulate(tr, device="jetson-nano", policy="bitmap"))  # doctest: +SKIP
-        >>> fig.show()                                                                       # doctest: +SKIP
+    >>> import torch, memsim
+        >>> tr = memsim.trace(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()), torch.randn(4, 8))
+        >>> fig = timeline_figure(memsim.simulate(tr, device="jetson-nano", policy="bitmap"))
+        >>> fig.show()                                                       # doctest: +SKIP
     """
     import plotly.graph_objects as go
 

@@ -4,7 +4,12 @@ the peak. It works offline: plotly.js is inlined once (about 4 MB) and nothing i
 ``memsim profile MODEL --html report.html`` calls :func:`write_html`.
 
 Example:
-    >>> write_html(memsim.simulate(tr, device="jetson-nano", policy="bitmap"), "report.html")  # doctest: +SKIP
+    >>> import torch, memsim
+    >>> tr = memsim.trace(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()), torch.randn(4, 8))
+    >>> page = render_html(memsim.simulate(tr, device="jetson-nano", policy="bitmap"))
+    >>> page.startswith("<!DOCTYPE html>") and "Fits" in page
+    True
+    >>> write_html(memsim.simulate(tr, device="jetson-nano"), "report.html")  # doctest: +SKIP
 """
 from __future__ import annotations
 

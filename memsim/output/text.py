@@ -4,9 +4,14 @@ Category colours come from :data:`memsim.core.categories.CATEGORY_ANSI` (the sam
 colour is off unless asked for, so files and golden tests see plain text.
 
 Example:
-    >>> print(render(report))          # doctest: +SKIP
-    memsim 0.1.0 — resnet18, batch 16, optimizer momentum, sparsity 0.5
-    ...
+    >>> import torch, memsim
+    >>> tr = memsim.trace(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()), torch.randn(4, 8))
+    >>> text = render(memsim.simulate(tr, device="raspberry-pi-5-8gb", policy="none"))
+    >>> text.splitlines()[0].split(" — ")[1]
+    'Sequential, batch 4, optimizer sgd, sparsity none'
+    >>> check_line(memsim.simulate(tr, device="raspberry-pi-5-8gb")).split(":")[0]
+    'Sequential batch 4 (none) fits on raspberry-pi-5-8gb'
+
 """
 from __future__ import annotations
 
@@ -69,7 +74,8 @@ def render(report, *, color: bool = False, top: int = 8) -> str:
     lines += ["", "largest modules at the peak:",
               table(["module", "bytes"], [[m, format_bytes(b)] for m, b in bd.top_modules[:top]], right={1},
                     indent="  ")]
-    trows = [[tensor_label(t, report.trace), str(t.category), shape_text(t.shape), format_bytes(t.nbytes)]
+    trows = [[tensor_label(t, report.trace), str(t.category),
+              "-" if t.category == Category.WORKSPACE else shape_text(t.shape), format_bytes(t.nbytes)]
              for t in bd.top_tensors[:top]]
     lines += ["", "largest tensors at the peak:",
               table(["tensor", "category", "shape", "bytes"], trows, right={3}, indent="  ")]

@@ -173,8 +173,12 @@ class CompressionStats:
     """What the hooks did, per unique saved storage (filled when ``collect_stats=True``).
 
     Example:
-        >>> ctx.stats.by_producer()["ReluBackward0"]          # doctest: +SKIP
-        {'count': 8, 'dense_bytes': ..., 'stored_bytes': ..., 'dense_kept_bytes': ...}
+        >>> import torch, memsim
+        >>> model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
+        >>> with memsim.compressed_activations(min_bytes=0, collect_stats=True) as ctx:
+        ...     model(torch.randn(32, 64)).sum().backward()
+        >>> sorted(ctx.stats.by_producer()["ReluBackward0"])
+        ['count', 'dense_bytes', 'dense_kept_bytes', 'stored_bytes']
     """
 
     records: list[SavedRecord] = field(default_factory=list)
@@ -627,8 +631,10 @@ class compressed_activations:
     exactly its hooks.
 
     Example:
-        >>> with memsim.compressed_activations(policy="bitmap+mask", exclude=model) as ctx:  # doctest: +SKIP
-        ...     loss_fn(model(x)).backward()
+        >>> import torch, memsim
+        >>> model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))
+        >>> with memsim.compressed_activations(policy="bitmap+mask", exclude=model):
+        ...     model(torch.randn(32, 64)).sum().backward()
     """
 
     def __init__(self, policy: Any = Policy.BITMAP, min_bytes: int = DEFAULT_MIN_BYTES,

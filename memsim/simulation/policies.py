@@ -22,7 +22,9 @@ checkpoint           yes       activation checkpointing per block: a block keeps
 ===================  ========  ===================================================================
 
 Example:
-    >>> costed = apply_policy(trace, "bitmap", sparsity=0.5)       # doctest: +SKIP
+    >>> import memsim, models_zoo
+    >>> trace = memsim.trace(models_zoo.create("small_cnn"), models_zoo.spec("small_cnn").example_inputs(8))
+    >>> costed = apply_policy(trace, "bitmap", sparsity=0.5)
     >>> costed.peak_bytes < trace.peak_bytes
     True
 

@@ -9,9 +9,11 @@ OS take their part, and what is left is compared with the device's memory.
 within ``budget_bytes * (1 - margin)`` minus runtime and OS, the allocator freeing its cache as PyTorch does.
 
 Example:
-    >>> rep = simulate(trace, device="jetson-nano", policy="bitmap", sparsity=0.5)   # doctest: +SKIP
-    >>> rep.fits, rep.max_batch_size
-    (True, 48)
+    >>> import memsim, models_zoo
+    >>> trace = memsim.trace(models_zoo.create("small_cnn"), models_zoo.spec("small_cnn").example_inputs(8))
+    >>> rep = simulate(trace, device="jetson-nano", policy="bitmap", sparsity=0.5)
+    >>> rep.fits, rep.peak_bytes < trace.peak_bytes
+    (True, True)
 """
 from __future__ import annotations
 

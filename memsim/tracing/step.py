@@ -71,8 +71,9 @@ def make_optimizer(optimizer: Any, params: Iterable):
     a specific implementation pass a callable, e.g. ``lambda p: torch.optim.Adam(p, foreach=True)``.
 
     Example:
-        >>> make_optimizer("momentum", torch.nn.Linear(2, 2).parameters())   # doctest: +SKIP
-        SGD (... momentum: 0.9 ...)
+        >>> import torch
+        >>> make_optimizer("momentum", torch.nn.Linear(2, 2).parameters()).defaults["momentum"]
+        0.9
     """
     import torch
 

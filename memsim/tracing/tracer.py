@@ -106,9 +106,10 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
         ModelError: the step failed; the message names the phase, module path and op.
 
     Example:
-        >>> tr = trace(torch.nn.Linear(1000, 1000), torch.randn(8, 1000), optimizer="momentum")  # doctest: +SKIP
-        >>> tr.peak_bytes
-        12068008
+        >>> import torch
+        >>> tr = trace(torch.nn.Linear(1000, 1000), torch.randn(8, 1000), optimizer="momentum")
+        >>> tr.peak_bytes > 3 * 1000 * 1000 * 4     # weights, momentum and gradient
+        True
     """
     import torch
     from memsim import __version__

@@ -5,8 +5,8 @@ factory takes no arguments and returns an ``nn.Module`` or ``(module, inputs)``.
 :class:`memsim.core.errors.InputError` / :class:`memsim.core.errors.ModelError` with one clear line.
 
 Example:
-    >>> w = load_workload("resnet18", device="meta")          # doctest: +SKIP
-    >>> w.inputs(8).shape
+    >>> w = load_workload("resnet18")
+    >>> w.inputs(8, "meta").shape
     torch.Size([8, 3, 224, 224])
 """
 from __future__ import annotations

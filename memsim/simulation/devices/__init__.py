@@ -19,7 +19,7 @@ FP16 is the dense tensor-core rate where the GPU has tensor cores (mixed precisi
 accumulation), otherwise the CUDA-core or NEON rate.
 
 API:
-    >>> from memsim import devices
+    >>> from memsim.simulation import devices
     >>> "jetson-nano" in devices.names()
     True
     >>> nano = devices.get("jetson-nano")
@@ -219,8 +219,11 @@ def load_file(path: str | os.PathLike) -> Device:
     Raises InputError when the file is missing, is not TOML, or a field is missing or invalid; the
     message names the file, the field and the valid values.
 
-    >>> load_file("tests/data/example_device.toml").budget_bytes  # doctest: +SKIP
-    8164855808
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "board.toml"
+    >>> _ = path.write_text('kind = "cpu"\\ntotal_memory = "8 GiB"\\nos_reserved = "512 MiB"\\n')
+    >>> load_file(path).budget_bytes == 8 * 2**30 - 512 * 2**20
+    True
     """
     p = Path(path)
     if not p.is_file():
