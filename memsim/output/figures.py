@@ -236,7 +236,7 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
         height: figure height in pixels.
 
     Example:
-    >>> import torch, memsim
+        >>> import torch, memsim
         >>> tr = memsim.trace(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()), torch.randn(4, 8))
         >>> fig = timeline_figure(memsim.simulate(tr, device="jetson-nano", policy="bitmap"))
         >>> fig.show()                                                       # doctest: +SKIP
@@ -261,35 +261,64 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
     budget_on_scale = step.budget_bytes is not None and step.budget_bytes <= 1.6 * max(top, 1)
     divisor, unit = byte_unit(max(top, step.budget_bytes or 0) if budget_on_scale else top)
 
-    x = kept
     ops = tl.ops if len(tl.ops) == n else None
     # storages as traced (dense): a policy changes them only after they are born
     sizes = np.fromiter((t.nbytes for t in tl.tensors), dtype=np.int64, count=len(tl.tensors))
     line_shape = "linear" if downsampled else "hv"
 
     fig = go.Figure()
-    for cat in CATEGORY_COLORS:  # stacking order bottom → top
+    _add_category_areas(fig, step, kept, divisor, line_shape)
+    _add_totals(fig, step, kept, divisor, line_shape, ops, sizes)
+    if show_phases:
+        _add_phases(fig, spans, n)
+    if n:
+        _add_peaks(fig, step, divisor, ops, peak_index, peak_bytes)
+    # explicit range: 15% above the highest line leaves room for the peak label inside the plot
+    y_top = max(top, step.budget_bytes or 0) if budget_on_scale else top
+    yaxis = dict(title=f"live tensor memory ({unit})", range=[0, max(y_top, 1) * 1.15 / divisor])
+    off_scale_note = _add_budget(fig, step, divisor, budget_on_scale)
+    note = f" · {len(kept):,} of {n:,} ops drawn (min-max per bucket, peak exact)" if downsampled else ""
+    fig.update_layout(
+        title=dict(text=f"Memory over one training step — {escape(_title(step))}<br><sup>"
+                        f"{n:,} ops{note}{off_scale_note}</sup>"),
+        xaxis=dict(title="op index (execution order)", rangemode="tozero"),
+        yaxis=yaxis, hovermode="x unified", template="plotly_white", height=height,
+        legend=dict(orientation="h", yanchor="top", y=-0.15, x=0),
+        margin=dict(t=95, r=30, l=70, b=40),
+    )
+    return fig
+
+
+def _add_category_areas(fig, step: _Step, kept, divisor: float, line_shape: str) -> None:
+    """Stacked areas of live bytes per category (colours from :data:`CATEGORY_COLORS`, bottom to top)."""
+    import plotly.graph_objects as go
+
+    n = len(step.total)
+    for cat in CATEGORY_COLORS:
         curve = step.categories.get(cat)
         if curve is None or len(curve) != n or not curve.any():
             continue
         values = curve[kept]
         fig.add_trace(go.Scatter(
-            x=x, y=values / divisor, name=str(cat), legendgroup=str(cat), stackgroup="live",
+            x=kept, y=values / divisor, name=str(cat), legendgroup=str(cat), stackgroup="live",
             mode="lines", line=dict(width=0.5, color=CATEGORY_COLORS[cat], shape=line_shape),
             fillcolor=CATEGORY_COLORS[cat], customdata=[format_bytes(v) for v in values],
             hovertemplate=f"{cat}: %{{customdata}}<extra></extra>",
         ))
 
+
+def _add_totals(fig, step: _Step, kept, divisor: float, line_shape: str, ops, sizes) -> None:
+    """The total without policy (dashed) and the policy's total, which carries the op details on hover."""
+    import plotly.graph_objects as go
+
     if step.baseline is not None:
         values = step.baseline[kept]
         fig.add_trace(go.Scatter(
-            x=x, y=values / divisor, name=f"total, policy {BASELINE_POLICY}", mode="lines",
+            x=kept, y=values / divisor, name=f"total, policy {BASELINE_POLICY}", mode="lines",
             line=dict(color="#7f7f7f", dash="dash", width=1.5, shape=line_shape),
             customdata=[format_bytes(v) for v in values],
-            hovertemplate=f"total without policy: %{{customdata}}<extra></extra>",
+            hovertemplate="total without policy: %{customdata}<extra></extra>",
         ))
-
-    # the hover carrier: op details ride on the total line
     values = step.total[kept]
     if ops is not None:
         born = _born_text(step.trace, kept, sizes)
@@ -302,66 +331,57 @@ def timeline_figure(trace_or_report, max_points: int = DEFAULT_MAX_POINTS, show_
         template = "<b>op %{x}</b><br><b>live: %{customdata[0]}</b><extra></extra>"
     total_name = "total" if step.policy in (None, BASELINE_POLICY) else f"total, policy {step.policy}"
     fig.add_trace(go.Scatter(
-        x=x, y=values / divisor, name=total_name, mode="lines",
+        x=kept, y=values / divisor, name=total_name, mode="lines",
         line=dict(color="#222222", width=1.5, shape=line_shape), customdata=custom, hovertemplate=template,
     ))
 
-    if show_phases:
-        width = max(n, 1)
-        for phase, a, b in spans:
-            # labels sit above the plot, centred, so they never cover the curve or the peak label; a phase too
-            # narrow to hold its name (the loss of a big model) is shaded only, and the hover names it
-            label = dict(annotation_text=str(phase), annotation_position="outside top",
-                         annotation_font=dict(size=11, color="#555555")) if (b - a + 1) / width >= 0.03 else {}
-            fig.add_vrect(x0=a - 0.5, x1=b + 0.5, fillcolor=PHASE_COLORS[Phase(phase)], line_width=0,
-                          layer="below", name=f"phase:{phase}", **label)
 
-    if n:
-        where = ""
-        if ops is not None:
-            where = f" at op {peak_index} ({escape(ops[peak_index].name)}"
-            where += f", {escape(ops[peak_index].module)})" if ops[peak_index].module else ")"
-        fig.add_annotation(
-            x=peak_index, y=peak_bytes / divisor, name="peak", text=f"peak {format_bytes(peak_bytes)}",
-            hovertext=f"peak {peak_bytes:,} bytes{where}", showarrow=True, arrowhead=2, ax=0, ay=-30,
-            font=dict(size=12, color="#222222"), bgcolor="rgba(255,255,255,0.8)",
-        )
-        if step.baseline is not None and len(step.baseline):
-            b_index = int(np.argmax(step.baseline))
-            b_bytes = int(step.baseline[b_index])
-            if b_bytes != peak_bytes:
-                fig.add_annotation(
-                    x=b_index, y=b_bytes / divisor, name="baseline peak",
-                    text=f"{BASELINE_POLICY}: {format_bytes(b_bytes)}",
-                    hovertext=f"peak without policy {b_bytes:,} bytes at op {b_index}", showarrow=True,
-                    arrowhead=2, ax=40, ay=-20, font=dict(size=11, color="#7f7f7f"),
-                )
+def _add_phases(fig, spans, n: int) -> None:
+    """Shade each phase; labels sit above the plot, centred, so they never cover the curve or the peak label;
+    a phase too narrow to hold its name (the loss of a big model) is shaded only, and the hover names it."""
+    width = max(n, 1)
+    for phase, a, b in spans:
+        label = dict(annotation_text=str(phase), annotation_position="outside top",
+                     annotation_font=dict(size=11, color="#555555")) if (b - a + 1) / width >= 0.03 else {}
+        fig.add_vrect(x0=a - 0.5, x1=b + 0.5, fillcolor=PHASE_COLORS[Phase(phase)], line_width=0,
+                      layer="below", name=f"phase:{phase}", **label)
 
-    # explicit range: 15% above the highest line leaves room for the peak label inside the plot
-    y_top = max(top, step.budget_bytes or 0) if budget_on_scale else top
-    yaxis = dict(title=f"live tensor memory ({unit})", range=[0, max(y_top, 1) * 1.15 / divisor])
-    off_scale_note = ""
-    if step.budget_bytes is not None:
-        device = f" on {step.device_name}" if step.device_name else ""
-        text = f"budget for tensors{device}: {format_bytes(step.budget_bytes)}"
-        label = dict(annotation_text=text, annotation_position="top right",
-                     annotation_font=dict(color="#C44E52")) if budget_on_scale else {}
-        fig.add_hline(y=step.budget_bytes / divisor, name="budget", line=dict(color="#C44E52", dash="dash", width=2),
-                      **label)
-        if not budget_on_scale:
-            # A 4 GB budget would flatten a 50 MB step into a sliver: keep the step's scale, state the budget.
-            off_scale_note = f' · <span style="color:#C44E52">{text}, above the chart</span>'
 
-    note = f" · {len(kept):,} of {n:,} ops drawn (min-max per bucket, peak exact)" if downsampled else ""
-    fig.update_layout(
-        title=dict(text=f"Memory over one training step — {escape(_title(step))}<br><sup>"
-                        f"{n:,} ops{note}{off_scale_note}</sup>"),
-        xaxis=dict(title="op index (execution order)", rangemode="tozero"),
-        yaxis=yaxis, hovermode="x unified", template="plotly_white", height=height,
-        legend=dict(orientation="h", yanchor="top", y=-0.15, x=0),
-        margin=dict(t=95, r=30, l=70, b=40),
+def _add_peaks(fig, step: _Step, divisor: float, ops, peak_index: int, peak_bytes: int) -> None:
+    """The peak annotation (exact bytes on hover) and, under a policy, the peak without it."""
+    where = ""
+    if ops is not None:
+        where = f" at op {peak_index} ({escape(ops[peak_index].name)}"
+        where += f", {escape(ops[peak_index].module)})" if ops[peak_index].module else ")"
+    fig.add_annotation(
+        x=peak_index, y=peak_bytes / divisor, name="peak", text=f"peak {format_bytes(peak_bytes)}",
+        hovertext=f"peak {peak_bytes:,} bytes{where}", showarrow=True, arrowhead=2, ax=0, ay=-30,
+        font=dict(size=12, color="#222222"), bgcolor="rgba(255,255,255,0.8)",
     )
-    return fig
+    if step.baseline is not None and len(step.baseline):
+        b_index = int(np.argmax(step.baseline))
+        b_bytes = int(step.baseline[b_index])
+        if b_bytes != peak_bytes:
+            fig.add_annotation(
+                x=b_index, y=b_bytes / divisor, name="baseline peak",
+                text=f"{BASELINE_POLICY}: {format_bytes(b_bytes)}",
+                hovertext=f"peak without policy {b_bytes:,} bytes at op {b_index}", showarrow=True,
+                arrowhead=2, ax=40, ay=-20, font=dict(size=11, color="#7f7f7f"),
+            )
+
+
+def _add_budget(fig, step: _Step, divisor: float, on_scale: bool) -> str:
+    """The device's tensor budget as a red dashed line; returns a subtitle note when it is off the scale
+    (a 4 GB budget would flatten a 50 MB step into a sliver: the step keeps its scale, the note the budget)."""
+    if step.budget_bytes is None:
+        return ""
+    device = f" on {step.device_name}" if step.device_name else ""
+    text = f"budget for tensors{device}: {format_bytes(step.budget_bytes)}"
+    label = dict(annotation_text=text, annotation_position="top right",
+                 annotation_font=dict(color="#C44E52")) if on_scale else {}
+    fig.add_hline(y=step.budget_bytes / divisor, name="budget", line=dict(color="#C44E52", dash="dash", width=2),
+                  **label)
+    return "" if on_scale else f' · <span style="color:#C44E52">{text}, above the chart</span>'
 
 
 # ---------------------------------------------------------------- what is live at the peak

@@ -69,6 +69,144 @@ def _tensors(obj, out: list) -> list:
     return out
 
 
+#: In-place ops that change their tensor's shape or strides: never answered from the fast cache.
+_RESHAPING = {"resize_", "resize_as_", "set_", "as_strided_", "squeeze_", "unsqueeze_", "transpose_",
+              "t_", "swapdims_", "swapaxes_", "detach_", "resize_as_sparse_"}
+_KINDS: dict = {}
+
+
+def op_kind(func):
+    """"fresh" (returns new tensors only), "inplace" (mutates and returns its first argument) or None, from
+    the op's schema (cached per op)."""
+    kind = _KINDS.get(func, 0)
+    if kind != 0:
+        return kind
+    kind = None
+    try:
+        schema = func._schema
+        rets = schema.returns
+        tensor_rets = all(str(r.type) == "Tensor" for r in rets) and len(rets) > 0
+        written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+        aliased = [a for a in schema.arguments if a.alias_info is not None]
+        if tensor_rets and not aliased and all(r.alias_info is None for r in rets):
+            kind = "fresh"
+        elif (tensor_rets and len(rets) == 1 and len(written) == 1 and written == aliased[:1]
+              and schema.arguments[0] is written[0] and rets[0].alias_info is not None
+              and schema.name.split("::")[-1] not in _RESHAPING and not schema.overload_name.startswith("out")):
+            kind = "inplace"
+    except Exception:  # noqa: BLE001 - unknown schema shape: slow path
+        kind = None
+    _KINDS[func] = kind
+    return kind
+
+
+def forget_op_kind(func) -> None:
+    """Never answer ``func`` from the fast cache again (its schema says "fresh" but it aliases)."""
+    _KINDS[func] = None
+
+
+def _arg_key(a, fake_type):
+    """A hashable key of an op argument for the fast cache (KeyError for a tensor that is not fake)."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        if type(a) is not fake_type:
+            raise KeyError
+        return (a.shape, a.stride(), a.dtype, a.storage_offset())
+    if isinstance(a, (list, tuple)):
+        return tuple(_arg_key(x, fake_type) for x in a)
+    hash(a)
+    return a
+
+
+def _storage_matches(t) -> bool:
+    """Whether ``t`` covers its whole storage from offset 0 (then a cached result can be rebuilt from shape
+    and strides alone)."""
+    if t.storage_offset() != 0:
+        return False
+    n = t.numel()
+    need = 0 if n == 0 else (1 + sum((sz - 1) * st for sz, st in zip(t.shape, t.stride()))) * t.element_size()
+    return t.untyped_storage().nbytes() == need
+
+
+class _Bookkeeping:
+    """The recorder's state and its storage and module bookkeeping (the fake mode itself is built on first
+    use by :func:`make_recorder_class`, so that importing memsim does not import torch)."""
+
+    def _init_bookkeeping(self, rules, current_node) -> None:
+        self._current_node = current_node         # torch._C._current_autograd_node
+        self._depth = 0
+        self._fast: dict = {}
+        self.ops: list[OpRecord] = []
+        self.entries: list[StorageEntry] = []
+        self.live: dict[int, int] = {}           # storage address -> entry index
+        self._refs: dict[int, tuple] = {}        # id(weakref) -> (weakref, address)
+        self.phase = Phase.FORWARD
+        self.module_stack: list[str] = [""]
+        self.op_seq: list[int] = []              # autograd sequence number when each op started
+        self.node_of_seq: dict[int, int] = {}    # autograd node sequence number -> graph node id
+        self.node_module: dict[int, str] = {}    # graph node id -> module path
+        self.param_module: dict[int, str] = {}   # id(parameter) -> owning module path
+        self.rules = rules
+        self.quiet = False
+        self.last_op = ""
+
+    # ---- storages ----
+    def _on_death(self, ref) -> None:
+        _, address = self._refs.pop(id(ref))
+        index = self.live.pop(address, None)
+        if index is not None:
+            e = self.entries[index]
+            e.death = max(len(self.ops) - 1, e.birth)
+
+    def register(self, t, birth: int, category=None, module: str = "", op: str = "", name: str = "") -> int:
+        """Entry index of ``t``'s storage, creating the entry (born at ``birth``) if it is new."""
+        st = t.untyped_storage()
+        address = st._cdata
+        index = self.live.get(address)
+        if index is not None:
+            return index
+        index = len(self.entries)
+        self.entries.append(StorageEntry(st.nbytes(), _dtype_name(t.dtype), tuple(t.shape), birth,
+                                         category, module, op, name))
+        self.live[address] = index
+        ref = weakref.ref(st, self._on_death)
+        self._refs[id(ref)] = (ref, address)
+        return index
+
+    def index_of(self, t) -> int | None:
+        return self.live.get(t.untyped_storage()._cdata)
+
+    def add_workspace(self, nbytes: int, op_index: int, label: str, module: str) -> int:
+        """Add a kernel workspace of ``nbytes`` alive during op ``op_index`` only; returns its entry index."""
+        e = StorageEntry(int(nbytes), "uint8", (int(nbytes),), op_index, Category.WORKSPACE, module,
+                         self.ops[op_index].name, label)
+        e.death = op_index
+        self.entries.append(e)
+        return len(self.entries) - 1
+
+    # ---- where are we ----
+    def current_module(self) -> str:
+        """The module path the running op belongs to (in backward: the module of the autograd node)."""
+        if self.phase is Phase.BACKWARD:
+            node = self._current_node()
+            if node is None:
+                return ""
+            nid = self.node_of_seq.get(node._sequence_nr())
+            if nid is not None:
+                return self.node_module.get(nid, "")
+            var = getattr(node, "variable", None)      # AccumulateGrad: the parameter's module
+            return self.param_module.get(id(var), "") if var is not None else ""
+        return self.module_stack[-1]
+
+    def push_module(self, path: str) -> None:
+        self.module_stack.append(path)
+
+    def pop_module(self) -> None:
+        if len(self.module_stack) > 1:
+            self.module_stack.pop()
+
+
 def make_recorder_class():
     """Build the recording FakeTensorMode subclass (torch is imported only when tracing).
 
@@ -85,7 +223,6 @@ def make_recorder_class():
     local_scalar = aten._local_scalar_dense.default
     fake_dispatch = FakeTensorMode.__torch_dispatch__
     seq_nr = torch._C._autograd._get_sequence_nr
-    current_node = torch._C._current_autograd_node
     try:
         from torch.utils.flop_counter import flop_registry
     except ImportError:  # pragma: no cover - older torch
@@ -95,126 +232,17 @@ def make_recorder_class():
 
     cpu = torch.device("cpu")
     meta_empty = torch.empty_strided
-    # In-place ops that change their tensor's shape or strides: never answered from the fast cache.
-    reshaping = {"resize_", "resize_as_", "set_", "as_strided_", "squeeze_", "unsqueeze_", "transpose_",
-                 "t_", "swapdims_", "swapaxes_", "detach_", "resize_as_sparse_"}
-    kinds: dict = {}
-
-    def op_kind(func):
-        """"fresh" (returns new tensors only), "inplace" (mutates and returns its first argument) or None."""
-        kind = kinds.get(func, 0)
-        if kind != 0:
-            return kind
-        kind = None
-        try:
-            schema = func._schema
-            rets = schema.returns
-            tensor_rets = all(str(r.type) == "Tensor" for r in rets) and len(rets) > 0
-            written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
-            aliased = [a for a in schema.arguments if a.alias_info is not None]
-            if tensor_rets and not aliased and all(r.alias_info is None for r in rets):
-                kind = "fresh"
-            elif (tensor_rets and len(rets) == 1 and len(written) == 1 and written == aliased[:1]
-                  and schema.arguments[0] is written[0] and rets[0].alias_info is not None
-                  and schema.name.split("::")[-1] not in reshaping and not schema.overload_name.startswith("out")):
-                kind = "inplace"
-        except Exception:  # noqa: BLE001 - unknown schema shape: slow path
-            kind = None
-        kinds[func] = kind
-        return kind
 
     def arg_key(a):
-        if isinstance(a, torch.Tensor):
-            if type(a) is not FakeTensor:
-                raise KeyError
-            return (a.shape, a.stride(), a.dtype, a.storage_offset())
-        if isinstance(a, (list, tuple)):
-            return tuple(arg_key(x) for x in a)
-        hash(a)
-        return a
+        return _arg_key(a, FakeTensor)
 
-    def storage_matches(t) -> bool:
-        if t.storage_offset() != 0:
-            return False
-        n = t.numel()
-        need = 0 if n == 0 else (1 + sum((sz - 1) * st for sz, st in zip(t.shape, t.stride()))) * t.element_size()
-        return t.untyped_storage().nbytes() == need
-
-    class Recorder(FakeTensorMode):
+    class Recorder(_Bookkeeping, FakeTensorMode):
         """A FakeTensorMode (fake CPU tensors) that records ops and storages; see the module docstring.
         ``rules`` adds backend workspaces."""
 
         def __init__(self, rules=None):
             super().__init__(allow_non_fake_inputs=True)
-            self._depth = 0
-            self._fast: dict = {}
-            self.ops: list[OpRecord] = []
-            self.entries: list[StorageEntry] = []
-            self.live: dict[int, int] = {}           # storage address -> entry index
-            self._refs: dict[int, tuple] = {}        # id(weakref) -> (weakref, address)
-            self.phase = Phase.FORWARD
-            self.module_stack: list[str] = [""]
-            self.op_seq: list[int] = []              # autograd sequence number when each op started
-            self.node_of_seq: dict[int, int] = {}    # autograd node sequence number -> graph node id
-            self.node_module: dict[int, str] = {}    # graph node id -> module path
-            self.param_module: dict[int, str] = {}   # id(parameter) -> owning module path
-            self.rules = rules
-            self.quiet = False
-            self.last_op = ""
-
-        # ---- storages ----
-        def _on_death(self, ref) -> None:
-            _, address = self._refs.pop(id(ref))
-            index = self.live.pop(address, None)
-            if index is not None:
-                e = self.entries[index]
-                e.death = max(len(self.ops) - 1, e.birth)
-
-        def register(self, t, birth: int, category=None, module: str = "", op: str = "", name: str = "") -> int:
-            """Entry index of ``t``'s storage, creating the entry (born at ``birth``) if it is new."""
-            st = t.untyped_storage()
-            address = st._cdata
-            index = self.live.get(address)
-            if index is not None:
-                return index
-            index = len(self.entries)
-            self.entries.append(StorageEntry(st.nbytes(), _dtype_name(t.dtype), tuple(t.shape), birth,
-                                             category, module, op, name))
-            self.live[address] = index
-            ref = weakref.ref(st, self._on_death)
-            self._refs[id(ref)] = (ref, address)
-            return index
-
-        def index_of(self, t) -> int | None:
-            return self.live.get(t.untyped_storage()._cdata)
-
-        def add_workspace(self, nbytes: int, op_index: int, label: str, module: str) -> int:
-            """Add a kernel workspace of ``nbytes`` alive during op ``op_index`` only; returns its entry index."""
-            e = StorageEntry(int(nbytes), "uint8", (int(nbytes),), op_index, Category.WORKSPACE, module,
-                             self.ops[op_index].name, label)
-            e.death = op_index
-            self.entries.append(e)
-            return len(self.entries) - 1
-
-        # ---- where are we ----
-        def current_module(self) -> str:
-            if self.phase is Phase.BACKWARD:
-                node = current_node()
-                if node is None:
-                    return ""
-                nid = self.node_of_seq.get(node._sequence_nr())
-                if nid is not None:
-                    return self.node_module.get(nid, "")
-                var = getattr(node, "variable", None)      # AccumulateGrad: the parameter's module
-                return self.param_module.get(id(var), "") if var is not None else ""
-            return self.module_stack[-1]
-
-        def push_module(self, path: str) -> None:
-            self.module_stack.append(path)
-
-        def pop_module(self) -> None:
-            if len(self.module_stack) > 1:
-                self.module_stack.pop()
+            self._init_bookkeeping(rules, torch._C._current_autograd_node)
 
         # ---- a cache in front of FakeTensorMode's ----
         def _fast_dispatch(self, func, types, args, kwargs):
@@ -242,12 +270,12 @@ def make_recorder_class():
                 return out
             many = isinstance(out, tuple)
             outs = out if many else (out,)
-            if all(type(t) is FakeTensor and t.fake_mode is self and t.device == cpu and storage_matches(t)
+            if all(type(t) is FakeTensor and t.fake_mode is self and t.device == cpu and _storage_matches(t)
                    for t in outs):
                 # Some schemas say "fresh" but alias (aten._unsafe_view): never cache those ops.
                 inputs = {t.untyped_storage()._cdata for t in _tensors(args, [])}
                 if any(t.untyped_storage()._cdata in inputs for t in outs):
-                    kinds[func] = None
+                    forget_op_kind(func)
                 else:
                     self._fast[key] = (many, [(t.shape, t.stride(), t.dtype) for t in outs])
             return out

@@ -112,32 +112,19 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
         True
     """
     import torch
-    from memsim import __version__
     from memsim.tracing.fake import fake_inputs, fake_model
-    from memsim.tracing.graph import walk_graph
 
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     opt_spec = step_mod.validate_optimizer(optimizer)
     inputs = step_mod.as_input_tuple(inputs)
-    loss_fn = loss_fn or step_mod.default_loss
 
     rec = Recorder(KernelCallRecorder())      # the fake mode that also records, and notes kernel calls
     fmodel = fake_model(model, rec)
     finputs = fake_inputs(inputs, rec)
-
-    param_names: dict[int, str] = {}
-    for name, p in fmodel.named_parameters(remove_duplicate=False):
-        param_names.setdefault(id(p), name)
-    buffer_names: dict[int, str] = {}
-    for name, b in fmodel.named_buffers(remove_duplicate=False):
-        buffer_names.setdefault(id(b), name)
-    module_paths: dict[int, str] = {}
-    for name, m in fmodel.named_modules(remove_duplicate=False):
-        module_paths.setdefault(id(m), name)
+    names = _Names(fmodel)
+    rec.param_module = {pid: n.rpartition(".")[0] for pid, n in names.params.items()}
     params = list(fmodel.parameters())
-
-    rec.param_module = {pid: n.rpartition(".")[0] for pid, n in param_names.items()}
     try:
         opt = step_mod.make_optimizer(opt_spec, params)
         _create_optimizer_state(opt, params, rec)
@@ -146,56 +133,116 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"creating the optimizer state failed: {type(e).__name__}: {e}") from None
 
-    # Storages alive before the step.
-    for p in params:
-        rec.register(p, 0, Category.PARAMETER, rec.param_module[id(p)], "", param_names[id(p)])
+    state_entries = _register_pre_existing(rec, fmodel, finputs, opt, names)
+    step = _run_step(rec, fmodel, finputs, loss_fn or step_mod.default_loss, opt, names)
+    dropped = {idx for idx, pid in state_entries if pid not in step.got_grad}
+    calls = list(rec.rules.calls)
+    _size_kernel_calls(rec, calls)
+    timeline, remap = _build_timeline(rec, step.grad_entries, step.output_entries, dropped, rec.param_module)
+    for call in calls:
+        call.workspace = remap.get(call.workspace, -1)
+        call.outputs = tuple(remap.get(i, -1) if i >= 0 else -1 for i in call.outputs)
+    del opt, fmodel, finputs, params
+    for nid in step.graph.nodes:
+        data = step.graph.nodes[nid]
+        data["saved"] = [remap[i] for i in data["saved"] if i in remap]
+    return Trace(timeline=timeline, graph=step.graph, meta=_meta(model, inputs, opt_spec), kernel_calls=calls)
+
+
+class _Names:
+    """Dotted names of a model's parameters, buffers and modules, by ``id()`` (first name wins for ties)."""
+
+    def __init__(self, fmodel):
+        self.params: dict[int, str] = {}
+        for name, p in fmodel.named_parameters(remove_duplicate=False):
+            self.params.setdefault(id(p), name)
+        self.buffers: dict[int, str] = {}
+        for name, b in fmodel.named_buffers(remove_duplicate=False):
+            self.buffers.setdefault(id(b), name)
+        self.modules: dict[int, str] = {}
+        for name, m in fmodel.named_modules(remove_duplicate=False):
+            self.modules.setdefault(id(m), name)
+
+
+def _register_pre_existing(rec, fmodel, finputs, opt, names: _Names) -> list[tuple[int, int]]:
+    """Register the storages alive before the step (parameters, buffers, inputs, optimizer state); returns
+    ``(entry index, id(param))`` of every optimizer-state tensor."""
+    import torch
+
+    for p in fmodel.parameters():
+        rec.register(p, 0, Category.PARAMETER, rec.param_module[id(p)], "", names.params[id(p)])
     for b in fmodel.buffers():
-        rec.register(b, 0, Category.BUFFER, buffer_names[id(b)].rpartition(".")[0], "", buffer_names[id(b)])
+        name = names.buffers[id(b)]
+        rec.register(b, 0, Category.BUFFER, name.rpartition(".")[0], "", name)
     for i, t in enumerate(_tensors(finputs, [])):
         rec.register(t, 0, Category.INPUT, "", "", f"input[{i}]")
-    state_entries: list[tuple[int, int]] = []           # (entry index, id(param))
+    state_entries = []
     for p, state in opt.state.items():
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 idx = rec.register(value, 0, Category.OPTIMIZER_STATE, rec.param_module.get(id(p), ""), "",
-                                   f"{key}:{param_names.get(id(p), '?')}")
+                                   f"{key}:{names.params.get(id(p), '?')}")
                 state_entries.append((idx, id(p)))
+    return state_entries
+
+
+class _StepResult:
+    """What the recorded step left: the autograd graph, which parameters got gradients, the gradient and
+    output entries."""
+
+    def __init__(self):
+        self.graph = None
+        self.got_grad: set[int] = set()
+        self.grad_entries: dict[int, str] = {}
+        self.output_entries: set = set()
+
+
+def _check_loss(loss) -> None:
+    import torch
+
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ModelError(f"loss_fn must return a scalar tensor, got "
+                         f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}")
+    if loss.grad_fn is None:
+        raise ModelError("the loss does not require grad: no parameter or input requires "
+                         "grad, or the forward ran under torch.no_grad()")
+
+
+def _run_step(rec, fmodel, finputs, loss_fn, opt, names: _Names) -> _StepResult:
+    """Forward, loss, backward, ``optimizer.step()`` and ``zero_grad`` under the recorder, with module
+    hooks that tell it which module runs; a failure becomes a :class:`ModelError` saying where."""
+    import torch
+
+    from memsim.tracing.graph import walk_graph
 
     def pre_hook(module, args):
-        rec.push_module(module_paths.get(id(module), rec.module_stack[-1]))
+        rec.push_module(names.modules.get(id(module), rec.module_stack[-1]))
 
     def post_hook(module, args, output):
         rec.pop_module()
 
     hooks = [torch.nn.modules.module.register_module_forward_pre_hook(pre_hook),
              torch.nn.modules.module.register_module_forward_hook(post_hook)]
-    graph = None
-    got_grad: set[int] = set()
-    grad_entries: dict[int, str] = {}
+    result = _StepResult()
     try:
         with rec:
             rec.phase = Phase.FORWARD
             try:
                 out = fmodel(*finputs)
                 rec.phase = Phase.LOSS
-                output_entries = {rec.index_of(t) for t in _tensors(out, [])}
+                result.output_entries = {rec.index_of(t) for t in _tensors(out, [])}
                 loss = loss_fn(out)
                 del out
-                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                    raise ModelError(f"loss_fn must return a scalar tensor, got "
-                                     f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}")
-                if loss.grad_fn is None:
-                    raise ModelError("the loss does not require grad: no parameter or input requires "
-                                     "grad, or the forward ran under torch.no_grad()")
-                output_entries.add(rec.index_of(loss))
-                graph = walk_graph(loss.grad_fn, rec, param_names)
+                _check_loss(loss)
+                result.output_entries.add(rec.index_of(loss))
+                result.graph = walk_graph(loss.grad_fn, rec, names.params)
                 rec.phase = Phase.BACKWARD
                 loss.backward()
                 del loss
-                for p in params:
+                for p in fmodel.parameters():
                     if p.grad is not None:
-                        got_grad.add(id(p))
-                        grad_entries[rec.index_of(p.grad)] = param_names[id(p)]
+                        result.got_grad.add(id(p))
+                        result.grad_entries[rec.index_of(p.grad)] = names.params[id(p)]
                 rec.phase = Phase.OPTIMIZER
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -206,20 +253,18 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
     finally:
         for h in hooks:
             h.remove()
+    return result
 
-    dropped = {idx for idx, pid in state_entries if pid not in got_grad}
-    calls = list(getattr(rec.rules, "calls", []))
-    _size_kernel_calls(rec, calls)
-    timeline, remap = _build_timeline(rec, grad_entries, output_entries, dropped, rec.param_module)
-    for call in calls:
-        call.workspace = remap.get(call.workspace, -1)
-        call.outputs = tuple(remap.get(i, -1) if i >= 0 else -1 for i in call.outputs)
-    del opt, fmodel, finputs, params
-    for nid in graph.nodes:
-        data = graph.nodes[nid]
-        data["saved"] = [remap[i] for i in data["saved"] if i in remap]
+
+def _meta(model, inputs: tuple, opt_spec) -> dict:
+    """What was traced, and on which host (the probes' kernels)."""
+    import torch
+
+    from memsim import __version__
+    from memsim.backends.host import host_signature
+
     first = next(iter(_tensors(inputs, [])), None)
-    meta = {
+    return {
         "model": type(model).__name__,
         "batch_size": int(first.shape[0]) if first is not None and first.dim() > 0 else None,
         "inputs": [{"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
@@ -227,11 +272,8 @@ def trace(model, inputs, loss_fn: Callable | None = None, optimizer: Any = "sgd"
         "optimizer": step_mod.optimizer_label(opt_spec),
         "torch_version": torch.__version__,
         "memsim_version": __version__,
+        "host": host_signature(),
     }
-    from memsim.backends.host import host_signature
-
-    meta["host"] = host_signature()
-    return Trace(timeline=timeline, graph=graph, meta=meta, kernel_calls=calls)
 
 
 def _size_kernel_calls(rec, calls) -> None:
