@@ -179,7 +179,7 @@ def test_tensor_that_would_not_shrink_is_left_alone():
 
 
 def test_pack_does_not_modify_the_tensor():
-    hooks = _Hooks(Policy.ALL, 0, Encoder.AUTO, set(), None)
+    hooks = _Hooks(Policy.BITMAP_MASK_INDICES, 0, Encoder.AUTO, set(), None)
     for t in (torch.relu(torch.randn(64, 64)), torch.randint(0, 300, (64, 64)),
               (torch.rand(64, 64) > 0.5).float() * 2.0):
         before, version = t.clone(), t._version
@@ -225,7 +225,7 @@ def test_double_backward_matches():
         return [p.grad.clone() if p.grad is not None else None for p in m.parameters()]
 
     plain = penalty_grads(contextlib.nullcontext())
-    for policy in Policy:
+    for policy in [p for p in Policy if p.in_runtime]:
         got = penalty_grads(compressed_activations(policy, min_bytes=0))
         assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(plain, got)), policy
 

@@ -74,37 +74,10 @@ from typing import Any, Iterable
 
 from memsim.core.choices import choose
 from memsim.core.errors import InputError
+from memsim.core.policy import Policy
 
 #: Default of ``min_bytes``: smaller saved tensors are not worth a Python call each (bytes).
 DEFAULT_MIN_BYTES = 16 * 1024
-
-
-class Policy(str, Enum):
-    """How saved activations are stored (all lossless; see the module docstring).
-
-    Members:
-        BITMAP: bitmap of non-zeros + packed non-zero values when smaller (the paper).
-        BITMAP_MASK: BITMAP, plus 1 bit per element for a ReLU's own saved result and for two-valued
-            tensors (dropout noise, bool masks).
-        BITMAP_INDICES: BITMAP, plus integer tensors (MaxPool indices) in the narrowest integer dtype.
-        ALL: BITMAP with both extras.
-    """
-
-    BITMAP = "bitmap"
-    BITMAP_MASK = "bitmap+mask"
-    BITMAP_INDICES = "bitmap+indices"
-    ALL = "bitmap+mask+indices"
-
-    @property
-    def uses_mask(self) -> bool:
-        return self in (Policy.BITMAP_MASK, Policy.ALL)
-
-    @property
-    def uses_indices(self) -> bool:
-        return self in (Policy.BITMAP_INDICES, Policy.ALL)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Encoder(str, Enum):
@@ -640,6 +613,10 @@ class compressed_activations:
     def __init__(self, policy: Any = Policy.BITMAP, min_bytes: int = DEFAULT_MIN_BYTES,
                  encoder: Any = Encoder.AUTO, exclude: Iterable | Any = None, collect_stats: bool = False):
         self.policy = choose(Policy, policy, "policy")
+        if not self.policy.in_runtime:
+            raise InputError(f"policy {self.policy.value!r} is a what-if of the simulator only; "
+                             "compressed_activations applies: "
+                             + ", ".join(p.value for p in Policy if p.in_runtime))
         self.encoder = choose(Encoder, encoder, "encoder")
         if not isinstance(min_bytes, int) or isinstance(min_bytes, bool) or min_bytes < 0:
             raise InputError(f"min_bytes must be a non-negative integer number of bytes, got {min_bytes!r}")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
@@ -46,36 +45,9 @@ from memsim.core.bitmap_size import HEADER_BYTES, encoded_size_at
 from memsim.core.dtypes import itemsize
 from memsim.core.choices import choose, split_list
 from memsim.core.errors import InputError
+from memsim.core.policy import Policy
 from memsim.core.timeline import _interval_sum, category_interval_sums
 from memsim.core.trace import Trace
-
-
-class Policy(str, Enum):
-    """How saved activations are stored; see the module docstring for each member."""
-
-    NONE = "none"
-    BITMAP = "bitmap"
-    BITMAP_MASK = "bitmap+mask+indices"
-    FP16 = "fp16"
-    BF16 = "bf16"
-    CHECKPOINT = "checkpoint"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def lossless(self) -> bool:
-        return self not in (Policy.FP16, Policy.BF16)
-
-
-POLICY_DESCRIPTIONS = {
-    Policy.NONE: "as traced",
-    Policy.BITMAP: "sparse bitmap codec on saved activations (lossless)",
-    Policy.BITMAP_MASK: "bitmap + 1-bit masks for ReLU/Dropout + narrow MaxPool indices (lossless)",
-    Policy.FP16: "saved float32 activations stored as float16 (LOSSY)",
-    Policy.BF16: "saved float32 activations stored as bfloat16 (LOSSY)",
-    Policy.CHECKPOINT: "recompute each block's activations in backward (extra FLOPs)",
-}
 
 
 def parse_policies(value: str | Policy | list) -> list[Policy]:
@@ -353,11 +325,12 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
         kind[better] = k
 
     out = CostedTimeline(policy, tl.n_ops, *(np.zeros(0, np.int64) for _ in range(5)))
-    if policy in (Policy.BITMAP, Policy.BITMAP_MASK):
+    if policy.uses_bitmap:
         offer(act, _codec_sizes(trace, ctx, ctx.sparsity(trace, model), sizes), 1)
-    if policy is Policy.BITMAP_MASK:
-        numel = sizes // ctx.itemsize
+    numel = sizes // ctx.itemsize
+    if policy.uses_mask:
         offer(act & ctx.mask_only, (numel + 7) // 8 + 64, 2)
+    if policy.uses_indices:
         offer(act & (ctx.index_width > 0), numel * ctx.index_width, 3)
     if policy in (Policy.FP16, Policy.BF16):
         offer(act & ctx.is_float32, sizes // 2, 4)

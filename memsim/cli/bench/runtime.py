@@ -36,9 +36,6 @@ DEFAULT_MODELS = ("resnet18", "mobilenet_v2", "resnet50")
 ALL_BATCHES = (8, 32)
 DEFAULT_BATCHES = (8,)
 DEFAULT_POLICIES = ("bitmap", "bitmap+mask+indices")
-#: runtime policy -> the simulator policy that models the same transformation (None: no counterpart)
-SIMULATOR_POLICY = {"bitmap": "bitmap", "bitmap+mask+indices": "bitmap+mask+indices", "bitmap+mask": None,
-                    "bitmap+indices": None}
 MIB = 1024 * 1024
 
 
@@ -131,23 +128,20 @@ def measure_config(name: str, batch: int, policies, repeats: int = 3, image_size
 
 
 def predict_reductions(model, inputs, loss_fn, optimizer, policies) -> dict:
-    """The simulator's predicted peak reduction (fraction) per runtime policy value; missing when the
-    simulator has no counterpart for the policy or is not available."""
+    """The simulator's predicted peak reduction (fraction) per runtime policy value (the same
+    policy names on both sides); empty when the simulator is not available."""
     try:
         import memsim
-        from memsim.simulation import simulate as _sim# noqa: F401
+        from memsim.simulation import simulate as _sim  # noqa: F401
     except ImportError:
         return {}
-    wanted = {str(p): SIMULATOR_POLICY.get(str(p)) for p in policies}
-    sim_policies = sorted({v for v in wanted.values() if v})
-    if not sim_policies:
-        return {}
+    sim_policies = [str(p) for p in policies]    # one Policy enum: the simulator models every runtime policy
     tr = memsim.trace(model, inputs, loss_fn=loss_fn, optimizer=optimizer)
     sparsity = memsim.measure_sparsity(model, inputs[: min(len(inputs), 8)])
     report = memsim.simulate(tr, device=None, policy=["none", *sim_policies], sparsity=sparsity,
                              max_batch=False)
     base = report.results["none"].peak_bytes
-    return {rt: 1.0 - report.results[sim].peak_bytes / base for rt, sim in wanted.items() if sim}
+    return {p: 1.0 - report.results[p].peak_bytes / base for p in sim_policies}
 
 
 def _pct(x) -> str:
