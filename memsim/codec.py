@@ -19,10 +19,13 @@ Example::
     >>> torch.equal(codec.decode(buf), x)
     True
 
-Speed notes. The kernels are vectorised (AVX-512 or AVX2 picked at run time on x86, NEON on aarch64, a
-portable scalar path otherwise; force one with ``MEMSIM_CODEC_ISA=scalar|avx2|avx512|neon`` or
-:func:`set_isa`) and release the GIL. Contiguous CPU tensors and numpy arrays are read without a copy.
-Writing into fresh memory costs a page fault per 4 KiB page, which for large tensors is a sizeable part of
+Speed notes. The kernels are vectorised (AVX-512 and AVX2 on x86, NEON on aarch64, a portable scalar path
+everywhere) and release the GIL. Wider is not assumed to be faster: by default (``Isa.AUTO``) the first call
+of each operation and element size times every kernel family this CPU runs on a small tensor (well under a
+millisecond) and keeps the fastest for the process; :func:`selected_kernels` says what was chosen. Force one
+family with ``MEMSIM_CODEC_ISA=scalar|avx2|avx512|neon`` or :func:`set_isa`. Contiguous CPU tensors and numpy
+arrays are read without a copy; the native module takes only typed arrays (CPU, C-contiguous, matching dtype),
+never addresses. Writing into fresh memory costs page faults, which for large tensors are a sizeable part of
 the time: reuse buffers with ``encode(x, out=buf)`` (size it with :func:`max_encoded_size`) and
 ``decode(buf, out=t)`` when the same shapes come back again and again.
 
@@ -41,6 +44,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from memsim import _bitmap
+from memsim.core.dtypes import itemsize
 from memsim.core.errors import InputError
 
 HEADER_BYTES: int = _bitmap.HEADER_BYTES
@@ -75,7 +79,7 @@ class DType(enum.IntEnum):
     @property
     def itemsize(self) -> int:
         """Bytes per element."""
-        return _ITEMSIZE[self]
+        return itemsize(self.name.lower())
 
     @property
     def torch_dtype(self):
@@ -85,12 +89,6 @@ class DType(enum.IntEnum):
         return getattr(torch, self.name.lower())
 
 
-_ITEMSIZE = {
-    DType.BOOL: 1, DType.UINT8: 1, DType.INT8: 1,
-    DType.INT16: 2, DType.FLOAT16: 2, DType.BFLOAT16: 2,
-    DType.INT32: 4, DType.FLOAT32: 4,
-    DType.INT64: 8, DType.FLOAT64: 8,
-}
 _NUMPY_CODES = {
     np.dtype(np.bool_): DType.BOOL, np.dtype(np.uint8): DType.UINT8, np.dtype(np.int8): DType.INT8,
     np.dtype(np.int16): DType.INT16, np.dtype(np.float16): DType.FLOAT16, np.dtype(np.int32): DType.INT32,
@@ -98,22 +96,37 @@ _NUMPY_CODES = {
 }
 # numpy storage for a decoded tensor: numpy has no bfloat16, so its bits go into uint16.
 _NUMPY_STORAGE = {code: dt.type for dt, code in _NUMPY_CODES.items()} | {DType.BFLOAT16: np.uint16}
-_UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 class Isa(str, enum.Enum):
-    """Kernel families; :func:`available_isas` says which this CPU runs.
+    """Kernel families (:func:`available_isas` says which this CPU runs) and the automatic choice among them.
 
+    - AUTO: the default; per operation and element size, the family measured fastest on this CPU at first use
     - SCALAR: portable C++, any CPU (the reference)
     - AVX2: x86-64 with AVX2 (Haswell / Zen and later)
-    - AVX512: x86-64 with AVX-512 F/BW/VL (VBMI2 used for 1- and 2-byte elements when present)
+    - AVX512: x86-64 with AVX-512 F/BW/VL; 1- and 2-byte elements use VBMI2 kernels on CPUs with VBMI2 (Ice
+      Lake, Zen 4 and later) and the AVX2 kernels on the others (Skylake-SP)
     - NEON: aarch64 (Jetson, Raspberry Pi 4/5)
     """
 
+    AUTO = "auto"
     SCALAR = "scalar"
     AVX2 = "avx2"
     AVX512 = "avx512"
     NEON = "neon"
+
+
+class Op(str, enum.Enum):
+    """Codec operations that have one kernel per element size (each chosen separately in ``Isa.AUTO``).
+
+    - ENCODE: :func:`encode`
+    - DECODE: :func:`decode`
+    - COUNT_NONZERO: :func:`count_nonzero`
+    """
+
+    ENCODE = "encode"
+    DECODE = "decode"
+    COUNT_NONZERO = "count_nonzero"
 
 
 def dtype_code(dtype: Any) -> DType:
@@ -145,13 +158,40 @@ def dtype_code(dtype: Any) -> DType:
 
 @functools.lru_cache(maxsize=1)
 def _torch_codes() -> dict:
-    import torch
-
+    torch = _torch()
     return {getattr(torch, code.name.lower()): code for code in DType}
 
 
-def _prepare(x: Any) -> tuple[Any, DType]:
-    """A C-contiguous CPU array the native module can read without a copy, and its dtype code."""
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "layout")
+
+
+_torch_module = None
+
+
+def _torch():
+    """The torch module, imported on first use (saved traces are re-simulated without torch)."""
+    global _torch_module
+    if _torch_module is None:
+        import torch
+
+        _torch_module = torch
+    return _torch_module
+
+
+def _torch_as_numpy(t: Any) -> np.ndarray:
+    """A numpy view of a contiguous CPU tensor's memory (no copy; bfloat16 as int16: numpy has no bfloat16)."""
+    torch = _torch()
+    if t.requires_grad:
+        t = t.detach()
+    if t.dtype is torch.bfloat16:
+        t = t.view(torch.int16)
+    return t.numpy()
+
+
+def _prepare(x: Any) -> tuple[np.ndarray, DType]:
+    """A C-contiguous CPU numpy array over ``x``'s memory (a copy only when ``x`` is not already one), and its
+    dtype code. The native module accepts nothing else: typed arrays only, no addresses."""
     if isinstance(x, np.ndarray) or isinstance(x, np.generic):
         x = np.asarray(x)
         code = dtype_code(x.dtype)
@@ -160,21 +200,55 @@ def _prepare(x: Any) -> tuple[Any, DType]:
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         return x, code
-    if type(x).__module__.startswith("torch") and hasattr(x, "layout"):
-        import torch
-
-        if x.layout != torch.strided:
+    if _is_torch(x):
+        torch = _torch()
+        code = _torch_codes().get(x.dtype) or dtype_code(x.dtype)  # the latter raises with the valid choices
+        if x.layout is not torch.strided:
             raise InputError(f"only dense (strided) tensors can be encoded, got layout {x.layout}")
-        code = dtype_code(x.dtype)
-        x = x.detach()
-        if x.device.type != "cpu":
-            x = x.cpu()
+        if not x.is_cpu:
+            x = x.detach().cpu()
         if x.is_conj() or x.is_neg():
             x = x.resolve_conj().resolve_neg()
         if not x.is_contiguous():
             x = x.contiguous()
-        return x, code
+        return _torch_as_numpy(x), code
     raise TypeError(f"expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def _out_bytes(out: Any) -> tuple[np.ndarray, Any]:
+    """A writable 1-D uint8 numpy view of all of ``out``'s bytes, and the same bytes as the type to return.
+
+    ``out`` may have any dtype: it is storage, used byte for byte (a float32 tensor of n elements holds 4n
+    bytes of encoding). It must be contiguous and writable: a copy would silently receive the encoding."""
+    if _is_torch(out):
+        torch = _torch()
+        if not out.is_cpu or out.layout is not torch.strided:
+            raise ValueError(f"out must be a dense CPU tensor, got {out.device} {out.layout}")
+        if not out.is_contiguous():
+            raise ValueError("out must be contiguous")
+        flat = out.detach() if out.requires_grad else out
+        if flat.dim() != 1:
+            flat = flat.reshape(-1)
+        if flat.dtype is not torch.uint8:
+            flat = flat.view(torch.uint8)
+        return flat.numpy(), flat
+    if isinstance(out, np.ndarray):
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous")
+        if not out.flags.writeable:
+            raise TypeError("expected a writable contiguous buffer for out, got a read-only array")
+        flat = out.reshape(-1).view(np.uint8)
+        return flat, flat
+    try:
+        view = memoryview(out)
+    except TypeError:
+        raise TypeError(f"out must be a writable contiguous buffer, got {type(out).__name__}") from None
+    if view.readonly:
+        raise TypeError(f"expected a writable contiguous buffer for out, got read-only {type(out).__name__}")
+    if not view.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    view = view.cast("B")
+    return np.frombuffer(view, dtype=np.uint8), view
 
 
 def encode(x: Any, out: Any = None):
@@ -183,49 +257,51 @@ def encode(x: Any, out: Any = None):
     Args:
         x: a ``torch.Tensor`` (CPU is read in place; other devices are copied to the CPU first) or a numpy
             array, any shape up to 8 dims, dtype one of :class:`DType`. Non-contiguous input is copied first.
-        out: optional writable bytes-like buffer (bytearray, numpy uint8 array, torch uint8 tensor) to
-            encode into, e.g. one of :func:`max_encoded_size` bytes that is reused between calls.
+        out: optional writable, contiguous buffer to encode into, e.g. one of :func:`max_encoded_size` bytes
+            that is reused between calls: a bytearray, a numpy array or a CPU torch tensor of any dtype (its
+            memory is used as bytes).
 
     Returns:
         Without ``out``: a 1-D numpy uint8 array of exactly ``encoded_size(numel, nnz, dtype)`` bytes
-        (bytes-like: ``len()``, buffer protocol, ``bytes(buf)``). With ``out``: the used prefix of ``out``
-        (same type as ``out``; a memoryview for other buffers).
+        (bytes-like: ``len()``, buffer protocol, ``bytes(buf)``). With ``out``: the used prefix of ``out``'s
+        bytes, as a 1-D uint8 view of the same type (numpy array, torch tensor; a memoryview for other
+        buffers), so ``len(result)`` is the encoded size whatever ``out``'s dtype.
 
     Raises:
-        ValueError: ``out`` is too small (the message says how many bytes are needed).
+        ValueError: ``out`` is too small (the message says how many bytes are needed) or not contiguous.
+        TypeError: ``out`` is read-only or not a buffer.
 
     >>> import numpy as np
     >>> len(encode(np.array([0.0, 1.5, 0.0], dtype=np.float32)))
     76
     """
     arr, code = _prepare(x)
-    target = out
-    if out is not None and type(out).__module__.startswith("torch"):
-        target = out.detach().numpy()  # raises for non-CPU tensors; shares memory otherwise
-    if isinstance(arr, np.ndarray):
-        result = _bitmap.encode(arr, int(code), target)
-    else:  # a contiguous CPU tensor, read in place through its address (torch's DLPack export is slow)
-        result = _bitmap.encode_ptr(arr.data_ptr(), int(code), arr.shape, target)
     if out is None:
-        return result
-    size = result
-    if isinstance(target, np.ndarray):  # numpy array or torch tensor: a view of the same type
-        return out.reshape(-1)[:size]
-    return memoryview(out).cast("B")[:size]
+        return _bitmap.encode(arr, int(code), None)
+    target, result = _out_bytes(out)
+    size = _bitmap.encode(arr, int(code), target)
+    return result[:size]  # bytes, whatever out's dtype
 
 
-def _as_buffer(buf: Any) -> Any:
-    if type(buf).__module__.startswith("torch"):
+def _as_buffer(buf: Any) -> np.ndarray:
+    """A contiguous 1-D uint8 numpy view of an encoded buffer (a copy only if it is not contiguous)."""
+    if _is_torch(buf):
         import torch
 
         if buf.dtype != torch.uint8:
             raise TypeError(f"an encoded tensor must be torch.uint8, got {buf.dtype}")
-        buf = buf.detach().cpu().contiguous().numpy()
-    if isinstance(buf, np.ndarray) and not buf.flags.c_contiguous:
-        buf = np.ascontiguousarray(buf)
-    if isinstance(buf, memoryview) and not buf.c_contiguous:
-        buf = buf.tobytes()
-    return buf
+        buf = buf.detach().cpu().contiguous().reshape(-1).numpy()
+    if isinstance(buf, np.ndarray):
+        if buf.dtype != np.uint8:
+            raise TypeError(f"an encoded array must be uint8, got {buf.dtype}")
+        return np.ascontiguousarray(buf.reshape(-1))
+    try:
+        view = memoryview(buf)
+    except TypeError:
+        raise TypeError(f"expected a bytes-like encoded buffer, got {type(buf).__name__}") from None
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return np.frombuffer(view.cast("B"), dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -250,7 +326,7 @@ def info(buf: Any) -> EncodedInfo:
     """
     buf = _as_buffer(buf)
     code, shape, nnz = _bitmap.header(buf)
-    return EncodedInfo(DType(code), tuple(shape), nnz, memoryview(buf).nbytes)
+    return EncodedInfo(DType(code), tuple(shape), nnz, buf.nbytes)
 
 
 def decode(buf: Any, out: Any = None):
@@ -273,30 +349,27 @@ def decode(buf: Any, out: Any = None):
     >>> decode(encode(torch.tensor([0.0, -0.0, 2.0]))).tolist()
     [0.0, -0.0, 2.0]
     """
-    import torch
-
+    torch = _torch()
     buf = _as_buffer(buf)
+    if out is None:
+        # Native memory, 64-byte aligned, with transparent huge pages when large (torch.empty has neither and
+        # numpy aligns to 16 bytes only): streaming stores, and fewer page faults on fresh memory.
+        arr = _bitmap.decode_new(buf)
+        result = torch.from_numpy(arr)
+        return result.view(torch.bfloat16) if _bitmap.header(buf)[0] == DType.BFLOAT16 else result
     code, shape, _ = _bitmap.header(buf)
     dtype = DType(code)
-    if out is None:
-        # numpy asks for transparent huge pages on large arrays (torch.empty does not); on VMs the 4 KiB page
-        # faults of fresh memory otherwise cost several times the decoding itself.
-        arr = np.empty(tuple(shape), dtype=_NUMPY_STORAGE[dtype])
-        _bitmap.decode(buf, arr)
-        result = torch.from_numpy(arr)
-        return result.view(torch.bfloat16) if dtype == DType.BFLOAT16 else result
     _check_out(out, dtype, tuple(shape))
-    if isinstance(out, torch.Tensor):
-        _bitmap.decode_ptr(buf, out.data_ptr(), int(dtype), out.shape)
-    else:
-        _bitmap.decode(buf, out)
+    _bitmap.decode(buf, _torch_as_numpy(out) if isinstance(out, torch.Tensor) else out)
     return out
 
 
 def _check_out(out: Any, dtype: DType, shape: tuple[int, ...]) -> None:
-    import torch
-
+    torch = _torch()
     if isinstance(out, torch.Tensor):
+        if (out.is_cpu and out.layout is torch.strided and _torch_codes().get(out.dtype) is dtype
+                and out.shape == shape and out.is_contiguous()):
+            return  # the common case, without building the list of problems
         problems = []
         if out.device.type != "cpu":
             problems.append(f"device {out.device} (must be cpu)")
@@ -349,10 +422,8 @@ def count_nonzero(x: Any) -> int:
     >>> count_nonzero(np.array([0.0, -0.0, np.nan], dtype=np.float32))
     2
     """
-    arr, code = _prepare(x)
-    if isinstance(arr, np.ndarray):
-        return _bitmap.count_nonzero(arr, code.itemsize)
-    return _bitmap.count_nonzero_ptr(arr.data_ptr(), arr.numel(), code.itemsize)
+    arr, _ = _prepare(x)
+    return _bitmap.count_nonzero(arr)
 
 
 # Above this many elements size_curve encodes a representative tensor of this size instead of the full one.
@@ -402,29 +473,71 @@ def _size_curve(numel: int, code: DType, sparsities: tuple[float, ...]) -> tuple
 @functools.lru_cache(maxsize=4096)
 def _encode_synthetic(numel: int, nnz: int, code: DType) -> int:
     """Encoded size of ``numel`` elements of which exactly ``nnz`` (evenly spread) are non-zero."""
-    data = np.zeros(numel, dtype=_UINT_OF_SIZE[code.itemsize])
+    data = np.zeros(numel, dtype=_NUMPY_STORAGE[code])
     if nnz:
         data[(np.arange(nnz, dtype=np.int64) * numel) // nnz] = 1
     return len(_bitmap.encode(data, int(code)))
 
 
 def available_isas() -> list[Isa]:
-    """Kernel families this CPU can run, best first (always ends with ``Isa.SCALAR``)."""
+    """Kernel families this CPU can run, widest first (always ends with ``Isa.SCALAR``; never ``Isa.AUTO``)."""
     return [Isa(name) for name in _bitmap.available_isas()]
 
 
 def isa() -> Isa:
-    """The kernel family in use (the best available unless forced by ``MEMSIM_CODEC_ISA`` or :func:`set_isa`)."""
+    """``Isa.AUTO`` (the default: per operation and element size, the fastest family measured on this CPU) or
+    the family forced by ``MEMSIM_CODEC_ISA`` or :func:`set_isa`."""
     return Isa(_bitmap.isa())
 
 
 def set_isa(name: str | Isa) -> None:
-    """Use the kernels of ``name`` from now on (process-wide). Raises InputError if unknown/unsupported."""
+    """Use the kernels of family ``name`` from now on, or ``"auto"`` (process-wide).
+
+    Raises InputError if unknown or not supported by this CPU."""
     value = name.value if isinstance(name, Isa) else str(name).lower()
-    available = _bitmap.available_isas()
-    if value not in available:
-        raise InputError(f"codec instruction set {name!r} not available here; valid: {', '.join(available)}")
+    valid = [Isa.AUTO.value, *_bitmap.available_isas()]
+    if value not in valid:
+        raise InputError(f"codec instruction set {name!r} not available here; valid: {', '.join(valid)}")
     _bitmap.set_isa(value)
+
+
+ITEMSIZES = (1, 2, 4, 8)
+
+
+def selected_kernels() -> dict[Op, dict[int, str]]:
+    """The kernel that runs now for each operation and element size (bytes), named by its source unit:
+    ``"avx512"``, ``"avx512vbmi2"`` (the 1- and 2-byte AVX-512 kernels), ``"avx2"``, ``"neon"`` or
+    ``"scalar"``. In ``Isa.AUTO`` mode this runs the first-use measurement of every slot not measured yet
+    (a few milliseconds in all).
+
+    >>> sorted(selected_kernels()[Op.ENCODE])
+    [1, 2, 4, 8]
+    """
+    return {op: {e: _bitmap.kernel_unit(op.value, e) for e in ITEMSIZES} for op in Op}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``Isa.AUTO`` measured for one operation and element size at first use: the family chosen and each
+    candidate family's throughput (GB/s of dense data, best of several rounds on a small in-cache tensor with
+    50% zeros)."""
+
+    op: Op
+    itemsize: int
+    chosen: Isa
+    gbps: dict[Isa, float]
+
+
+def calibration(op: str | Op, itemsize: int) -> Calibration:
+    """The first-use measurement of ``Isa.AUTO`` for ``op`` and ``itemsize`` (runs it if it has not run)."""
+    try:
+        op = Op(op)
+    except ValueError:
+        raise InputError(f"unknown codec operation {op!r}; valid: {', '.join(o.value for o in Op)}") from None
+    if itemsize not in ITEMSIZES:
+        raise InputError(f"itemsize must be one of {ITEMSIZES}, got {itemsize!r}")
+    chosen, speeds = _bitmap.calibration(op.value, itemsize)
+    return Calibration(op, itemsize, Isa(chosen), {Isa(k): v for k, v in speeds.items()})
 
 
 def _apply_env_isa() -> None:

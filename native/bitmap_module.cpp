@@ -1,12 +1,19 @@
 // memsim._bitmap: the Python face of the sparse-bitmap codec (memsim/codec.py wraps it).
 //
-// Arrays come in zero-copy through nanobind's ndarray (DLPack from torch, buffer protocol / DLPack from
-// numpy); encoded buffers come in through the buffer protocol. Every kernel runs with the GIL released.
+// Every argument that carries memory is a typed nanobind ndarray: CPU, C-contiguous, and no implicit
+// conversion (`noconvert`), so nanobind rejects anything else with a TypeError instead of copying it, and no
+// Python caller can hand the native code a raw address. Tensors: `nb::ndarray<nb::ro, nb::c_contig,
+// nb::device::cpu>` whose DLPack dtype must match the dtype code passed with it (BFLOAT16 also accepts 16-bit
+// integer storage, since numpy has no bfloat16); encoded buffers and `out=` buffers: 1-D uint8. numpy arrays,
+// torch tensors (memsim.codec passes `tensor.numpy()` views: ~1 us against ~4 us for torch's __dlpack__),
+// bytes, bytearray and memoryviews all come in without a copy. Every kernel runs with the GIL released.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,33 +31,10 @@ using namespace memsim;
 
 namespace {
 
-// A contiguous buffer held through the buffer protocol for the lifetime of this object.
-class BufferView {
- public:
-  BufferView(nb::handle obj, bool writable) {
-    int flags = PyBUF_SIMPLE | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj.ptr(), &view_, flags) != 0) {
-      PyErr_Clear();
-      throw nb::type_error(writable ? "expected a writable contiguous bytes-like object"
-                                    : "expected a contiguous bytes-like object (bytes, bytearray, memoryview, "
-                                      "numpy uint8 array)");
-    }
-  }
-  ~BufferView() { PyBuffer_Release(&view_); }
-  BufferView(const BufferView&) = delete;
-  BufferView& operator=(const BufferView&) = delete;
-  const uint8_t* data() const { return static_cast<const uint8_t*>(view_.buf); }
-  uint8_t* mutable_data() { return static_cast<uint8_t*>(view_.buf); }
-  uint64_t size() const { return static_cast<uint64_t>(view_.len); }
-
- private:
-  Py_buffer view_{};
-};
-
-// Memory for an encoding whose final size is known only after encoding: the worst case is reserved, then
-// the unused tail is given back without copying. Large buffers are mmap'ed with transparent huge pages
-// (as numpy does for its large arrays): with 4 KiB pages the page faults of fresh memory cost more than the
-// encoding itself on many VMs.
+// Memory for an encoding or a decoded tensor, 64-byte aligned. For an encoding, whose final size is known only
+// after encoding, the worst case is reserved, then the unused tail is given back without copying. Large buffers
+// are mmap'ed 2 MiB aligned with transparent huge pages (numpy also asks for them on its large arrays): with
+// 4 KiB pages the page faults of fresh memory cost more than the codec itself on many VMs.
 class OutputMemory {
  public:
   explicit OutputMemory(uint64_t bytes) {
@@ -70,7 +54,8 @@ class OutputMemory {
       return;
     }
 #endif
-    data_ = static_cast<uint8_t*>(std::malloc(bytes ? bytes : 1));
+    // 64-byte aligned (whole AVX-512 vectors); glibc's realloc/free accept aligned_alloc's memory.
+    data_ = static_cast<uint8_t*>(std::aligned_alloc(64, round_up(bytes ? bytes : 1, 64)));
     if (!data_) throw std::bad_alloc();
     len_ = bytes;
   }
@@ -137,57 +122,58 @@ class OutputMemory {
   bool mmapped_ = false;
 };
 
-using AnyArray = nb::ndarray<nb::ro, nb::device::cpu>;
-using OutArray = nb::ndarray<nb::device::cpu>;
+using TensorIn = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
+using TensorOut = nb::ndarray<nb::c_contig, nb::device::cpu>;
+using BytesIn = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using BytesOut = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
+// The DLPack dtype a tensor of this dtype code has (bool, ints, floats); BFLOAT16 has two (see above).
+bool dtype_matches(uint8_t code, nb::dlpack::dtype d) {
+  using C = nb::dlpack::dtype_code;
+  if (d.lanes != 1) return false;
+  auto is = [&](C c, unsigned bits) { return d.code == static_cast<uint8_t>(c) && d.bits == bits; };
+  switch (static_cast<DType>(code)) {
+    case DType::Bool: return is(C::Bool, 8);
+    case DType::UInt8: return is(C::UInt, 8);
+    case DType::Int8: return is(C::Int, 8);
+    case DType::Int16: return is(C::Int, 16);
+    case DType::Int32: return is(C::Int, 32);
+    case DType::Int64: return is(C::Int, 64);
+    case DType::Float16: return is(C::Float, 16);
+    case DType::BFloat16: return is(C::Bfloat, 16) || is(C::UInt, 16) || is(C::Int, 16);
+    case DType::Float32: return is(C::Float, 32);
+    case DType::Float64: return is(C::Float, 64);
+  }
+  return false;
+}
+
+// Header (dtype, shape, numel) of a tensor; nanobind already checked CPU and C-contiguity.
 template <class A>
 Header header_of(const A& a, int dtype_code) {
   Header h;
+  if (dtype_code < 0 || dtype_code > 255) throw nb::value_error("unknown dtype code");
   h.dtype = static_cast<uint8_t>(dtype_code);
   h.itemsize = dtype_itemsize(h.dtype);
   if (h.itemsize == 0) throw nb::value_error("unknown dtype code");
-  if (a.dtype().lanes != 1 || a.dtype().bits != 8u * static_cast<unsigned>(h.itemsize))
-    throw nb::value_error("array item size does not match the dtype code");
+  if (!dtype_matches(h.dtype, a.dtype())) throw nb::value_error("array dtype does not match the dtype code");
+  if (a.ndim() > static_cast<size_t>(kMaxDims)) throw nb::value_error("at most 8 dimensions are supported");
   h.ndim = static_cast<int>(a.ndim());
-  if (h.ndim > kMaxDims) throw nb::value_error("at most 8 dimensions are supported");
-  int64_t expect = 1;
-  bool empty = false;
-  for (int d = 0; d < h.ndim; ++d) {
-    h.shape[d] = a.shape(d);
-    if (a.shape(d) == 0) empty = true;
-  }
-  // C-contiguous check (strides in elements; dims of size 1 may have any stride).
-  if (!empty) {
-    for (int d = h.ndim - 1; d >= 0; --d) {
-      if (a.shape(d) != 1 && a.stride(d) != expect) throw nb::value_error("array is not C-contiguous");
-      expect *= static_cast<int64_t>(a.shape(d));
-    }
-  }
+  for (int d = 0; d < h.ndim; ++d) h.shape[d] = a.shape(d);
   const char* err = check_shape(h.ndim, h.shape, h.itemsize, &h.numel);
   if (err) throw nb::value_error(err);
   return h;
 }
 
-Header header_of_shape(int dtype_code, const std::vector<uint64_t>& shape) {
-  Header h;
-  h.dtype = static_cast<uint8_t>(dtype_code);
-  h.itemsize = dtype_itemsize(h.dtype);
-  if (h.itemsize == 0) throw nb::value_error("unknown dtype code");
-  if (shape.size() > static_cast<size_t>(kMaxDims)) throw nb::value_error("at most 8 dimensions are supported");
-  h.ndim = static_cast<int>(shape.size());
-  for (int d = 0; d < h.ndim; ++d) h.shape[d] = shape[d];
-  const char* err = check_shape(h.ndim, h.shape, h.itemsize, &h.numel);
-  if (err) throw nb::value_error(err);
-  return h;
-}
-
-nb::object encode_impl(const uint8_t* src, const Header& h, nb::handle out) {
-  if (!out.is_none()) {
-    BufferView buf(out, true);
+nb::object encode(const TensorIn& x, int dtype_code, std::optional<BytesOut> out) {
+  const Header h = header_of(x, dtype_code);
+  const uint8_t* src = static_cast<const uint8_t*>(x.data());
+  if (out) {
+    uint8_t* dst = out->data();
+    const uint64_t cap = out->shape(0);
     int64_t size;
     {
       nb::gil_scoped_release release;
-      size = encode_into(src, h, buf.mutable_data(), buf.size());
+      size = encode_into(src, h, dst, cap);
     }
     if (size < 0) {
       uint64_t nnz;
@@ -195,7 +181,7 @@ nb::object encode_impl(const uint8_t* src, const Header& h, nb::handle out) {
         nb::gil_scoped_release release;
         nnz = count_nonzero(src, h.numel, h.itemsize);
       }
-      throw nb::value_error(("out has " + std::to_string(buf.size()) + " bytes; this tensor needs " +
+      throw nb::value_error(("out has " + std::to_string(cap) + " bytes; this tensor needs " +
                              std::to_string(encoded_bytes(h.numel, nnz, h.itemsize)))
                                 .c_str());
     }
@@ -215,43 +201,28 @@ nb::object encode_impl(const uint8_t* src, const Header& h, nb::handle out) {
   return nb::cast(nb::ndarray<nb::numpy, uint8_t, nb::ndim<1>>(data, {static_cast<size_t>(size)}, owner));
 }
 
-nb::object encode(const AnyArray& x, int dtype_code, nb::handle out) {
-  Header h = header_of(x, dtype_code);
-  return encode_impl(static_cast<const uint8_t*>(x.data()), h, out);
-}
-
-// Raw-pointer entry points for torch tensors: torch's __dlpack__ costs ~10 us per call, more than encoding
-// a small tensor. memsim.codec checks dtype, device and contiguity and keeps the tensor alive during the call.
-nb::object encode_ptr(uintptr_t ptr, int dtype_code, const std::vector<uint64_t>& shape, nb::handle out) {
-  Header h = header_of_shape(dtype_code, shape);
-  if (!ptr && h.numel) throw nb::value_error("null data pointer");
-  return encode_impl(reinterpret_cast<const uint8_t*>(ptr), h, out);
-}
-
-nb::tuple header(nb::handle buf_obj) {
-  BufferView buf(buf_obj, false);
+nb::tuple header(const BytesIn& buf) {
   Header h;
-  const char* err = parse_header(buf.data(), buf.size(), &h);
+  const char* err = parse_header(buf.data(), buf.shape(0), &h);
   if (err) throw nb::value_error(err);
   nb::list shape;
   for (int d = 0; d < h.ndim; ++d) shape.append(nb::int_(h.shape[d]));
   return nb::make_tuple(static_cast<int>(h.dtype), nb::tuple(shape), h.nnz);
 }
 
-// Validates `buf`, checks it against the output's dtype and shape, decodes into `dst`.
-void decode_impl(nb::handle buf_obj, const Header& o, uint8_t* dst) {
-  BufferView buf(buf_obj, false);
+Header validated(const BytesIn& buf) {
   Header h;
   const char* err;
   {
     nb::gil_scoped_release release;
-    err = validate(buf.data(), buf.size(), &h);
+    err = validate(buf.data(), buf.shape(0), &h);
   }
   if (err) throw nb::value_error(err);
-  if (dtype_itemsize(o.dtype) != h.itemsize) throw nb::value_error("out has a different item size than the encoded tensor");
-  if (o.ndim != h.ndim) throw nb::value_error("out has a different number of dimensions than the encoded tensor");
-  for (int d = 0; d < h.ndim; ++d)
-    if (o.shape[d] != h.shape[d]) throw nb::value_error("out has a different shape than the encoded tensor");
+  return h;
+}
+
+void decode_checked(const BytesIn& buf, const Header& h, uint8_t* dst) {
+  const char* err;
   {
     nb::gil_scoped_release release;
     err = decode_into(buf.data(), h, dst);
@@ -259,37 +230,70 @@ void decode_impl(nb::handle buf_obj, const Header& o, uint8_t* dst) {
   if (err) throw nb::value_error(err);
 }
 
-void decode(nb::handle buf_obj, OutArray& out) {
-  BufferView probe(buf_obj, false);
-  Header ph;
-  // The output's item size is checked against the encoded dtype (a bfloat16 goes into uint16 storage).
-  const char* err = parse_header(probe.data(), probe.size(), &ph);
-  if (err) throw nb::value_error(err);
-  Header o = header_of(out, ph.dtype);
-  decode_impl(buf_obj, o, static_cast<uint8_t*>(out.data()));
+// Validates `buf` and decodes it into `out`, which must have the encoded dtype and shape.
+void decode(const BytesIn& buf, TensorOut& out) {
+  const Header h = validated(buf);
+  if (!dtype_matches(h.dtype, out.dtype())) throw nb::value_error("out has a different dtype than the encoded tensor");
+  if (out.ndim() != static_cast<size_t>(h.ndim))
+    throw nb::value_error("out has a different number of dimensions than the encoded tensor");
+  for (int d = 0; d < h.ndim; ++d)
+    if (out.shape(d) != h.shape[d]) throw nb::value_error("out has a different shape than the encoded tensor");
+  decode_checked(buf, h, static_cast<uint8_t*>(out.data()));
 }
 
-void decode_ptr(nb::handle buf_obj, uintptr_t ptr, int dtype_code, const std::vector<uint64_t>& shape) {
-  Header o = header_of_shape(dtype_code, shape);
-  if (!ptr && o.numel) throw nb::value_error("null data pointer");
-  decode_impl(buf_obj, o, reinterpret_cast<uint8_t*>(ptr));
+nb::dlpack::dtype numpy_dtype_of(uint8_t code) {
+  switch (static_cast<DType>(code)) {
+    case DType::Bool: return nb::dtype<bool>();
+    case DType::UInt8: return nb::dtype<uint8_t>();
+    case DType::Int8: return nb::dtype<int8_t>();
+    case DType::Int16: return nb::dtype<int16_t>();
+    case DType::Int32: return nb::dtype<int32_t>();
+    case DType::Int64: return nb::dtype<int64_t>();
+    case DType::Float16: return {static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
+    case DType::BFloat16: return nb::dtype<uint16_t>();  // numpy has no bfloat16: its bits in uint16
+    case DType::Float32: return nb::dtype<float>();
+    case DType::Float64: return nb::dtype<double>();
+  }
+  throw nb::value_error("unknown dtype code");
 }
 
-uint64_t count(const AnyArray& x, int itemsize) {
-  if (itemsize != 1 && itemsize != 2 && itemsize != 4 && itemsize != 8)
-    throw nb::value_error("itemsize must be 1, 2, 4 or 8");
-  Header h = header_of(x, itemsize == 1 ? 2 : itemsize == 2 ? 4 : itemsize == 4 ? 5 : 6);
+// Validates `buf`, decodes it into new memory and returns it as a numpy array of the encoded shape (bfloat16 as
+// uint16). The memory is 64-byte aligned (2 MiB aligned with transparent huge pages from 4 MiB on), so large
+// outputs take the kernels' streaming-store path; numpy's own allocations are only 16-byte aligned.
+nb::object decode_new(const BytesIn& buf) {
+  const Header h = validated(buf);
+  const nb::dlpack::dtype dt = numpy_dtype_of(h.dtype);
+  OutputMemory mem(h.numel * static_cast<uint64_t>(h.itemsize));
+  decode_checked(buf, h, mem.data());
+  size_t shape[kMaxDims];
+  for (int d = 0; d < h.ndim; ++d) shape[d] = static_cast<size_t>(h.shape[d]);
+  uint8_t* data = mem.data();
+  nb::capsule owner = mem.release_to_capsule();
+  return nb::cast(nb::ndarray<nb::numpy>(data, static_cast<size_t>(h.ndim), shape, owner, nullptr, dt));
+}
+
+uint64_t count(const TensorIn& x) {
+  const auto d = x.dtype();
+  if (d.lanes != 1 || (d.bits != 8 && d.bits != 16 && d.bits != 32 && d.bits != 64))
+    throw nb::value_error("element size must be 1, 2, 4 or 8 bytes");
+  const int itemsize = d.bits / 8;
+  uint64_t numel = 1;
+  for (size_t i = 0; i < x.ndim(); ++i) numel *= x.shape(i);
   const uint8_t* src = static_cast<const uint8_t*>(x.data());
   nb::gil_scoped_release release;
-  return count_nonzero(src, h.numel, itemsize);
+  return count_nonzero(src, numel, itemsize);
 }
 
-uint64_t count_ptr(uintptr_t ptr, uint64_t numel, int itemsize) {
+Op op_of(const std::string& name) {
+  if (name == "encode") return Op::Encode;
+  if (name == "decode") return Op::Decode;
+  if (name == "count_nonzero") return Op::Count;
+  throw nb::value_error(("unknown operation " + name + "; valid: encode, decode, count_nonzero").c_str());
+}
+
+void check_itemsize(int itemsize) {
   if (itemsize != 1 && itemsize != 2 && itemsize != 4 && itemsize != 8)
     throw nb::value_error("itemsize must be 1, 2, 4 or 8");
-  if (!ptr && numel) throw nb::value_error("null data pointer");
-  nb::gil_scoped_release release;
-  return count_nonzero(reinterpret_cast<const uint8_t*>(ptr), numel, itemsize);
 }
 
 }  // namespace
@@ -299,8 +303,8 @@ NB_MODULE(_bitmap, m) {
   m.attr("FORMAT_VERSION") = static_cast<int>(kFormatVersion);
   m.attr("HEADER_BYTES") = static_cast<int>(kHeaderBytes);
   m.attr("MAX_DIMS") = kMaxDims;
-  m.def("available_isas", &available_isas, "Instruction sets usable on this CPU, best first.");
-  m.def("isa", []() { return std::string(active_isa()); }, "Instruction set of the kernels in use.");
+  m.def("available_isas", &available_isas, "Kernel families usable on this CPU, widest first.");
+  m.def("isa", []() { return std::string(active_isa()); }, "'auto' or the forced kernel family.");
   m.def(
       "set_isa",
       [](const std::string& name) {
@@ -308,20 +312,51 @@ NB_MODULE(_bitmap, m) {
         if (err) throw nb::value_error((std::string(err) + ": " + name).c_str());
       },
       nb::arg("name"));
-  m.def("encode", &encode, nb::arg("x"), nb::arg("dtype_code"), nb::arg("out").none() = nb::none(),
+  m.def(
+      "kernel_unit",
+      [](const std::string& op, int itemsize) {
+        check_itemsize(itemsize);
+        const Op o = op_of(op);
+        nb::gil_scoped_release release;  // may calibrate (auto mode)
+        return kernel_unit(o, itemsize);
+      },
+      nb::arg("op"), nb::arg("itemsize"), "Unit whose kernel runs for (op, itemsize) now (calibrates in auto mode).");
+  m.def(
+      "family_unit",
+      [](const std::string& family, const std::string& op, int itemsize) {
+        check_itemsize(itemsize);
+        return family_unit(family, op_of(op), itemsize);
+      },
+      nb::arg("family"), nb::arg("op"), nb::arg("itemsize"), "Unit of a family's kernel for (op, itemsize).");
+  m.def(
+      "calibration",
+      [](const std::string& op, int itemsize) {
+        check_itemsize(itemsize);
+        const Op o = op_of(op);
+        Calibration c;
+        {
+          nb::gil_scoped_release release;
+          c = calibration(o, itemsize);
+        }
+        nb::dict speeds;
+        for (size_t i = 0; i < c.families.size(); ++i) speeds[nb::str(c.families[i].c_str())] = c.gbps[i];
+        return nb::make_tuple(c.chosen, speeds);
+      },
+      nb::arg("op"), nb::arg("itemsize"),
+      "(chosen family, {family: GB/s}) measured by the auto mode's first-use calibration of (op, itemsize).");
+  m.def("encode", &encode, nb::arg("x").noconvert(), nb::arg("dtype_code"), nb::arg("out").noconvert().none() = nb::none(),
         "Encode a C-contiguous CPU array; returns a numpy uint8 array, or the size written into `out`.");
-  m.def("header", &header, nb::arg("buf"), "(dtype_code, shape, nnz) from a buffer's header (header checks only).");
-  m.def("decode", &decode, nb::arg("buf"), nb::arg("out"),
-        "Validate `buf` and decode it into the C-contiguous CPU array `out`.");
-  m.def("count_nonzero", &count, nb::arg("x"), nb::arg("itemsize"));
-  m.def("encode_ptr", &encode_ptr, nb::arg("ptr"), nb::arg("dtype_code"), nb::arg("shape"),
-        nb::arg("out").none() = nb::none(), "encode() for a C-contiguous CPU buffer at address `ptr` (internal).");
-  m.def("decode_ptr", &decode_ptr, nb::arg("buf"), nb::arg("ptr"), nb::arg("dtype_code"), nb::arg("shape"),
-        "decode() into a C-contiguous CPU buffer of that dtype and shape at address `ptr` (internal).");
-  m.def("count_nonzero_ptr", &count_ptr, nb::arg("ptr"), nb::arg("numel"), nb::arg("itemsize"));
+  m.def("header", &header, nb::arg("buf").noconvert(),
+        "(dtype_code, shape, nnz) from a buffer's header (header checks only).");
+  m.def("decode", &decode, nb::arg("buf").noconvert(), nb::arg("out").noconvert(),
+        "Validate `buf` and decode it into the C-contiguous CPU array `out` of the encoded dtype and shape.");
+  m.def("decode_new", &decode_new, nb::arg("buf").noconvert(),
+        "Validate `buf` and decode it into a new numpy array (bfloat16 as uint16).");
+  m.def("count_nonzero", &count, nb::arg("x").noconvert(), "Elements whose bits are not all zero.");
   m.def(
       "encoded_size",
       [](uint64_t numel, uint64_t nnz, int itemsize) {
+        check_itemsize(itemsize);
         if (nnz > numel) throw nb::value_error("nnz larger than numel");
         uint64_t bytes;
         if (__builtin_mul_overflow(numel, static_cast<uint64_t>(itemsize), &bytes) || bytes > kMaxPayloadBytes)

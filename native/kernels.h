@@ -16,6 +16,8 @@ using DecodeFn = bool (*)(const uint8_t* bitmap, const uint8_t* vals, uint64_t n
 // Counts elements whose bits are not all zero.
 using CountFn = uint64_t (*)(const uint8_t* src, uint64_t n);
 
+// A slot may be nullptr in a unit that does not provide that kernel (kernels_avx512.cpp has no 1- and 2-byte
+// encode/decode, kernels_avx512_vbmi2.cpp only those); codec.cpp composes the tables callers see.
 struct KernelTable {
   const char* name;
   EncodeFn encode[4];
@@ -28,8 +30,12 @@ struct KernelTable {
 const KernelTable& scalar_kernels();
 #if defined(__x86_64__) || defined(_M_X64)
 const KernelTable& avx2_kernels();
-// Kernels for 1- and 2-byte elements need AVX512-VBMI2; `has_vbmi2` false gives the AVX2 ones for those.
-KernelTable avx512_kernels(bool has_vbmi2);
+// AVX-512 F+BW+VL (kernels_avx512.cpp, compiled without VBMI2): encode/decode of 4- and 8-byte elements,
+// count_nonzero of every size, bitmap popcount. The 1- and 2-byte encode/decode slots are nullptr.
+const KernelTable& avx512_kernels();
+// AVX-512 VBMI2 (kernels_avx512_vbmi2.cpp, the only unit compiled with -mavx512vbmi2): encode/decode of 1- and
+// 2-byte elements (vpcompressb/w, vpexpandb/w); every other slot is nullptr. Only for CPUs with the vbmi2 bit.
+const KernelTable& avx512_vbmi2_kernels();
 #endif
 #if defined(__aarch64__)
 const KernelTable& neon_kernels();

@@ -1,5 +1,7 @@
-"""Sparse-bitmap codec: round trips against an independent numpy reference of the format, on every
-instruction set this CPU runs; special values; non-contiguous input; out= paths; size formula; ISA control."""
+"""Sparse-bitmap codec: round trips against an independent numpy reference of the format; special values;
+non-contiguous input; out= paths; size formula; kernel choice; the typed native boundary.
+
+Every test of this file runs once for each kernel family this CPU has (the autouse ``isa`` fixture)."""
 from __future__ import annotations
 
 import os
@@ -27,7 +29,7 @@ UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 TORCH_UINT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
-@pytest.fixture(params=ISAS)
+@pytest.fixture(autouse=True, params=ISAS)
 def isa(request):
     before = codec.isa()
     codec.set_isa(request.param)
@@ -239,10 +241,100 @@ def test_encode_into_preallocated_buffers():
     got_t = codec.encode(x, out=tt)
     assert isinstance(got_t, torch.Tensor) and bytes(got_t.numpy()) == expected
     assert torch.equal(codec.decode(got_t), x)
+    assert got_t.data_ptr() == tt.data_ptr()  # written in place
     with pytest.raises(ValueError, match=f"needs {len(expected)}"):
         codec.encode(x, out=bytearray(len(expected) - 1))
     with pytest.raises(TypeError, match="writable"):
         codec.encode(x, out=bytes(cap))
+    ro = np.zeros(cap, np.uint8)
+    ro.flags.writeable = False
+    with pytest.raises(TypeError, match="writable"):
+        codec.encode(x, out=ro)
+    with pytest.raises(ValueError, match="contiguous"):
+        codec.encode(x, out=torch.zeros(2 * cap, dtype=torch.uint8)[::2])
+    with pytest.raises(ValueError, match="contiguous"):
+        codec.encode(x, out=np.zeros(2 * cap, np.uint8)[::2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int16, torch.float64, torch.bfloat16, torch.bool])
+def test_encode_into_out_of_any_dtype_is_sliced_by_bytes(dtype):
+    """out= of another dtype is byte storage: the result is the used bytes (regression: it was sliced by
+    elements, so a float32 out returned 4x the encoded size)."""
+    x = torch.relu(torch.randn(1000))
+    expected = bytes(codec.encode(x))
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    cap = codec.max_encoded_size(x.numel(), x.dtype)
+    out = torch.zeros((cap + itemsize - 1) // itemsize, dtype=dtype)
+    got = codec.encode(x, out=out)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.uint8 and got.dim() == 1
+    assert got.numel() == len(expected) and bytes(got.numpy()) == expected
+    assert got.data_ptr() == out.data_ptr()
+    assert torch.equal(codec.decode(got), x)
+    out2d = torch.zeros(2, (cap // itemsize + 2) // 2 + 1, dtype=dtype)  # any contiguous shape
+    assert bytes(codec.encode(x, out=out2d).numpy()) == expected
+    arr = np.zeros(cap // 8 + 1, np.float64)
+    got_np = codec.encode(x, out=arr)
+    assert got_np.dtype == np.uint8 and got_np.nbytes == len(expected) and bytes(got_np) == expected
+    assert np.shares_memory(got_np, arr)
+    mv = memoryview(np.zeros(cap // 4 + 1, np.float32))  # a float-format memoryview
+    got_mv = codec.encode(x, out=mv)
+    assert isinstance(got_mv, memoryview) and got_mv.nbytes == len(expected) and bytes(got_mv) == expected
+
+
+def test_native_boundary_takes_typed_arrays_only():
+    """memsim._bitmap has no raw-address entry points; it rejects (TypeError, never copies) non-contiguous or
+    mistyped arrays and integers, and checks the dtype code against the array's own dtype."""
+    b = codec._bitmap
+    for name in ("encode_ptr", "decode_ptr", "count_nonzero_ptr"):
+        assert not hasattr(b, name)
+    x = np.arange(64, dtype=np.float32)
+    buf = b.encode(x, int(codec.DType.FLOAT32))
+    with pytest.raises(TypeError):
+        b.encode(x[::2], int(codec.DType.FLOAT32))  # not C-contiguous: refused, not silently copied
+    with pytest.raises(TypeError):
+        b.encode(140737488355328, int(codec.DType.FLOAT32))  # an address is not an array
+    with pytest.raises(TypeError):
+        b.count_nonzero(x[::3])
+    with pytest.raises(ValueError, match="dtype does not match"):
+        b.encode(x, int(codec.DType.INT32))
+    with pytest.raises(ValueError, match="dtype does not match"):
+        b.encode(x.view(np.uint32), int(codec.DType.FLOAT32))
+    with pytest.raises(ValueError, match="unknown dtype"):
+        b.encode(x, 99)
+    with pytest.raises(TypeError):
+        b.encode(x, int(codec.DType.FLOAT32), np.zeros(1000, np.float32))  # out must be uint8 bytes
+    with pytest.raises(TypeError):
+        b.encode(x, int(codec.DType.FLOAT32), bytes(1000))  # read-only out
+    with pytest.raises(TypeError):
+        b.decode(buf, np.zeros(128, np.float32)[::2])
+    with pytest.raises(ValueError, match="different dtype"):
+        b.decode(buf, np.zeros(64, np.int32))
+    with pytest.raises(ValueError, match="different shape"):
+        b.decode(buf, np.zeros(65, np.float32))
+    with pytest.raises(TypeError):
+        b.decode(buf, 140737488355328)
+    with pytest.raises(TypeError):
+        b.header(np.zeros(100, np.float32))  # encoded buffers are uint8
+    # Zero copy: what the native side reads is the tensor's own memory.
+    t = torch.relu(torch.randn(1000))
+    arr, _ = codec._prepare(t)
+    assert arr.ctypes.data == t.data_ptr()
+    bf = torch.randn(10).bfloat16()
+    arr, code = codec._prepare(bf)
+    assert arr.ctypes.data == bf.data_ptr() and code == codec.DType.BFLOAT16
+
+
+def test_decode_allocates_aligned_memory_that_outlives_the_buffer():
+    for n in (10, 1000, (5 << 20) // 4):
+        x = make_tensor(codec.DType.FLOAT32, (n,), 0.5, seed=n)
+        buf = codec.encode(x)
+        y = codec.decode(buf)
+        assert y.data_ptr() % 64 == 0
+        del buf
+        import gc
+
+        gc.collect()
+        assert_same_bits(y, x)
 
 
 def test_encoded_size_formula_and_validation():
@@ -282,19 +374,87 @@ def test_info_reads_header():
     assert inf.nnz == codec.count_nonzero(x) and inf.nbytes == len(buf)
 
 
-def test_isa_control():
-    assert codec.isa() in codec.available_isas()
+def test_isa_control(isa):
+    assert codec.isa() == codec.Isa(isa)  # the fixture forced it
+    assert codec.Isa.AUTO not in codec.available_isas()
     assert codec.available_isas()[-1] == codec.Isa.SCALAR
-    with pytest.raises(InputError, match="valid: .*scalar"):
+    with pytest.raises(InputError, match="valid: auto, .*scalar"):
         codec.set_isa("sse9")
     env = dict(os.environ, MEMSIM_CODEC_ISA="scalar")
     out = subprocess.run([sys.executable, "-c", "import memsim.codec as c; print(c.isa().value)"],
                          env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "scalar"
+    env.pop("MEMSIM_CODEC_ISA")
+    out = subprocess.run([sys.executable, "-c", "import memsim.codec as c; print(c.isa().value)"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "auto"  # the default
     env["MEMSIM_CODEC_ISA"] = "bogus"
     out = subprocess.run([sys.executable, "-W", "always", "-c", "import memsim.codec as c; print(c.isa().value)"],
                          env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ISAS[0] and "MEMSIM_CODEC_ISA" in out.stderr
+    assert out.stdout.strip() == "auto" and "MEMSIM_CODEC_ISA" in out.stderr
+
+
+UNITS = {"scalar": {"scalar"}, "avx2": {"avx2"}, "avx512": {"avx512", "avx512vbmi2", "avx2"}, "neon": {"neon"}}
+
+
+def test_forced_family_runs_its_own_kernels(isa):
+    sel = codec.selected_kernels()
+    assert set(sel) == set(codec.Op)
+    for op, by_size in sel.items():
+        assert sorted(by_size) == [1, 2, 4, 8]
+        assert set(by_size.values()) <= UNITS[isa], (op, by_size)
+    if isa == "avx512":
+        # 4/8-byte encode/decode and every count are the F+BW+VL unit; the 1/2-byte ones VBMI2 or AVX2.
+        assert sel[codec.Op.ENCODE][4] == sel[codec.Op.DECODE][8] == "avx512"
+        assert set(sel[codec.Op.COUNT_NONZERO].values()) == {"avx512"}
+
+
+def test_auto_mode_chooses_a_measured_family_per_op_and_size():
+    before = codec.isa()
+    codec.set_isa("auto")
+    try:
+        assert codec.isa() == codec.Isa.AUTO
+        sel = codec.selected_kernels()
+        allowed = set().union(*(UNITS[i] for i in ISAS))
+        for op in codec.Op:
+            for e in codec.ITEMSIZES:
+                cal = codec.calibration(op, e)
+                assert cal.chosen in codec.available_isas()
+                assert cal.gbps and all(g > 0 for g in cal.gbps.values())
+                assert set(cal.gbps) <= set(codec.available_isas())
+                assert sel[op][e] in allowed
+                assert sel[op][e] == codec._bitmap.family_unit(cal.chosen.value, op.value, e)
+                # the choice is the fastest measured one, or within the 2% margin kept for a narrower family
+                assert cal.gbps[cal.chosen] >= 0.97 * max(cal.gbps.values())
+        x = make_tensor(codec.DType.FLOAT32, (3, 1000), 0.5, seed=4)
+        assert bytes(codec.encode(x)) == reference_encode(x)
+        assert_same_bits(codec.decode(codec.encode(x)), x)
+        with pytest.raises(InputError, match="valid: encode"):
+            codec.calibration("compress", 4)
+        with pytest.raises(InputError, match="itemsize"):
+            codec.calibration("encode", 3)
+    finally:
+        codec.set_isa(before)
+
+
+def test_auto_first_use_from_many_threads_at_once():
+    """The first calls of a fresh process race into the calibration; every result must still be exact."""
+    code = (
+        "import threading, torch, memsim.codec as c\n"
+        "assert c.isa().value == 'auto'\n"
+        "xs = [torch.relu(torch.randn(4099, dtype=d)) for d in (torch.float32, torch.float16, torch.float64,"
+        " torch.float32) for _ in range(2)]\n"
+        "ok = []\n"
+        "def work(x):\n"
+        "    ok.append(torch.equal(c.decode(c.encode(x)), x) and c.count_nonzero(x) == int((x != 0).sum()))\n"
+        "ts = [threading.Thread(target=work, args=(x,)) for x in xs]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "assert ok == [True] * len(xs), ok\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MEMSIM_CODEC_ISA"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_numcodecs_style_codec_registry():

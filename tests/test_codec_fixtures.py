@@ -3,7 +3,8 @@
 Each ``NAME.msbm`` was written once by ``python tests/test_codec_fixtures.py --write`` from the
 deterministic tensors below. The test decodes every file (must give the tensor back bit for bit) and
 re-encodes the tensor (must give the file's bytes back). Never regenerate them to make a failure go
-away: a format change needs a new FORMAT_VERSION and new fixtures next to the old ones.
+away: a format change needs a new FORMAT_VERSION and new fixtures next to the old ones. Every test runs once
+for each kernel family this CPU has (the autouse ``isa`` fixture).
 """
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ import torch
 import memsim.codec as codec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "codec"
+ISAS = [isa.value for isa in codec.available_isas()]
+
+
+@pytest.fixture(autouse=True, params=ISAS)
+def isa(request):
+    before = codec.isa()
+    codec.set_isa(request.param)
+    yield request.param
+    codec.set_isa(before)
 
 
 def _pattern(n: int, itemsize: int, every: int) -> np.ndarray:

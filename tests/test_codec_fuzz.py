@@ -1,6 +1,7 @@
 """The decoder never trusts its input: truncated, bit-flipped and hostile buffers raise ValueError with a
 reason, or decode to a tensor of the shape the (valid) header states. Never a crash or an out-of-bounds
-access (run under ASan too, see native/README.md)."""
+access (run under ASan too, see native/README.md). Every test runs once for each kernel family this CPU has
+(the autouse ``isa`` fixture); the coverage-guided fuzzer is native/tests/fuzz (test_codec_native.py)."""
 from __future__ import annotations
 
 import struct
@@ -14,7 +15,7 @@ import memsim.codec as codec
 ISAS = [isa.value for isa in codec.available_isas()]
 
 
-@pytest.fixture(params=ISAS)
+@pytest.fixture(autouse=True, params=ISAS)
 def isa(request):
     before = codec.isa()
     codec.set_isa(request.param)

@@ -63,7 +63,7 @@ def cli():
 @cli.group(
     cls=LazyGroup,
     lazy_commands={
-        "codec": "memsim.benchmarks.codec:command",
+        "codec": "memsim.cli.bench.codec:command",
         "fidelity": "memsim.cli.bench.fidelity:command",
         "trace": "memsim.cli.bench.trace_speed:command",
         "runtime": "memsim.cli.bench.runtime:command",

@@ -163,27 +163,69 @@ void test_codec_api() {
   std::printf("fuzz     %d rejected, %d decoded\n", rejected, accepted);
 }
 
+bool complete(const KernelTable& t) {
+  for (int i = 0; i < 4; ++i)
+    if (!t.encode[i] || !t.decode[i] || !t.count_nonzero[i]) return false;
+  return t.bitmap_popcount != nullptr;
+}
+
+void test_calibration() {
+  // The auto mode measures each (op, size) once; the choice is one of the families and every family that has a
+  // distinct kernel was timed.
+  set_isa("auto");
+  const std::vector<std::string> fams = available_isas();
+  for (Op op : {Op::Encode, Op::Decode, Op::Count}) {
+    for (int e : {1, 2, 4, 8}) {
+      const Calibration c = calibration(op, e);
+      bool known = false;
+      for (const std::string& f : fams) known |= f == c.chosen;
+      CHECK(known, "calibration %s %d chose unknown family %s", op_name(op), e, c.chosen.c_str());
+      CHECK(!c.families.empty() && c.families.size() == c.gbps.size(), "calibration %s %d empty", op_name(op), e);
+      for (double g : c.gbps) CHECK(g > 0, "calibration %s %d: no speed", op_name(op), e);
+      CHECK(kernel_unit(op, e) == family_unit(c.chosen, op, e), "kernel_unit disagrees with the calibration");
+      std::printf("auto     %-13s %dB -> %-6s (", op_name(op), e, c.chosen.c_str());
+      for (size_t i = 0; i < c.families.size(); ++i)
+        std::printf("%s%s %.1f GB/s", i ? ", " : "", c.families[i].c_str(), c.gbps[i]);
+      std::printf(")\n");
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
   std::mt19937_64 rng(12345);
-  std::vector<const KernelTable*> tables = {&scalar_kernels()};
-#if defined(__x86_64__)
-  tables.push_back(&avx2_kernels());
-#if defined(MEMSIM_AVX512_EMULATION)
-  static KernelTable emu = avx512_kernels(true);
-  tables.push_back(&emu);
+  std::vector<KernelTable> tables;
+  for (const std::string& isa : available_isas()) {
+    const KernelTable* t = family_kernels(isa);
+    CHECK(t && complete(*t), "family %s has an empty slot", isa.c_str());
+    if (t) tables.push_back(*t);
+  }
+#if defined(__x86_64__) && defined(MEMSIM_AVX512_EMULATION)
+  // Both AVX-512 units built against SIMDe: the family as a VBMI2 CPU would see it.
+  {
+    KernelTable emu = avx512_kernels();
+    for (int i = 0; i < 2; ++i) {
+      emu.encode[i] = avx512_vbmi2_kernels().encode[i];
+      emu.decode[i] = avx512_vbmi2_kernels().decode[i];
+    }
+    emu.name = "avx512-emulated";
+    CHECK(complete(emu), "emulated avx512 table incomplete");
+    tables.push_back(emu);
+  }
 #endif
-#endif
-#if defined(__aarch64__)
-  tables.push_back(&neon_kernels());
-#endif
-  for (const KernelTable* t : tables) test_table(*t, rng);
+  set_isa("auto");
+  tables.push_back(active_kernels());  // the trampolines of the auto mode
+  for (const KernelTable& t : tables) test_table(t, rng);
+  test_calibration();
   for (const std::string& isa : available_isas()) {
     set_isa(isa);
     std::printf("codec api with %s: ", isa.c_str());
     test_codec_api();
   }
+  set_isa("auto");
+  std::printf("codec api with auto: ");
+  test_codec_api();
   if (failures) {
     std::printf("%d FAILURES\n", failures);
     return 1;
