@@ -158,8 +158,16 @@ def test_capacity_releases_cached_segments_before_failing():
 def test_capacity_reports_the_op_that_runs_out_of_memory():
     events = [(0, 0, 12 * MiB), (7, 1, 14 * MiB)]
     r = cuda(events, capacity_bytes=24 * MiB)
-    assert not r.fits and r.oom_op == 7
-    assert r.peak_reserved_bytes == 26 * MiB  # the replay goes on so the peak is still reported
+    assert not r.fits and r.oom_op == 7 and r.failed_request_bytes == 14 * MiB
+    assert r.peak_reserved_bytes == 12 * MiB  # the step stops at the failed request: nothing is counted after it
+
+
+def test_steady_state_replay_stops_when_the_cache_repeats():
+    # pass 1 caches a 20 MiB segment for the 3 MiB temporary; pass 2 reuses it and ends in the same state
+    events = [(0, 0, 12 * MiB), (1, 1, 3 * MiB), (2, 1, -3 * MiB), (3, 2, 5 * MiB)]
+    r = cuda(events, steps=None)
+    assert r.steady and r.steps_run == 2
+    assert r.peak_reserved_bytes == cuda(events, steps=5).peak_reserved_bytes
 
 
 def test_split_segments_are_not_released():

@@ -89,6 +89,9 @@ MMAP_THRESHOLD = 128 * 1024  # glibc DEFAULT_MMAP_THRESHOLD_MIN: requests this b
 MALLOC_HEADER = 8  # glibc SIZE_SZ: the size field in front of every chunk
 MALLOC_MINSIZE = 32  # glibc MINSIZE on 64-bit; memalign over-asks by alignment + MINSIZE
 
+#: Most passes ``replay(steps=None)`` runs while waiting for the allocator's state to repeat.
+MAX_STEADY_STEPS = 8
+
 _ADDR_BITS = 48  # synthetic addresses stay below 2**48, so (size << 48 | addr) sorts like (size, addr)
 _ADDR_MASK = (1 << _ADDR_BITS) - 1
 
@@ -138,7 +141,11 @@ class AllocatorResult:
         final_allocated_bytes, final_reserved_bytes: at the end of the replay.
         oom_op: op index of the first request that could not be served within ``capacity_bytes`` even
             after releasing cached segments (``None``: everything fitted or no capacity was given). The
-            replay continues past it as if memory were unlimited, so the peaks stay meaningful.
+            replay stops there, as the real step would: the peaks are those reached before it.
+        failed_request_bytes: size of that request (0 when none failed).
+        steps_run: how many passes over the step were replayed.
+        steady: whether the last pass ended in the same allocator state as the one before it (the cache
+            no longer changes from step to step: what a long training run sees).
     """
 
     allocator: AllocatorKind
@@ -156,6 +163,9 @@ class AllocatorResult:
     final_allocated_bytes: int
     final_reserved_bytes: int
     oom_op: int | None = None
+    failed_request_bytes: int = 0
+    steps_run: int = 1
+    steady: bool = False
 
     @property
     def fragmentation(self) -> float:
@@ -191,10 +201,12 @@ def replay(
         max_split_size_bytes: ``max_split_size_mb`` of ``PYTORCH_CUDA_ALLOC_CONF`` in bytes (CUDA only;
             ``None`` = unlimited, PyTorch's default).
         steps: how many times to run the sequence back to back, as in a training loop whose allocator
-            starts each step with the previous step's cache. Between passes, tensors allocated during the
-            step and never freed in the sequence (gradients, which ``zero_grad(set_to_none=True)`` drops)
-            are freed in allocation order; tensors allocated at the first op and never freed (parameters,
-            buffers, optimizer state) persist, and their allocations are skipped in later passes.
+            starts each step with the previous step's cache; ``None`` = until the allocator's state at the
+            end of a pass equals the one before it (steady state), at most :data:`MAX_STEADY_STEPS`. Between
+            passes, tensors allocated during the step and never freed in the sequence (gradients, which
+            ``zero_grad(set_to_none=True)`` drops) are freed in allocation order; tensors allocated at the
+            first op and never freed (parameters, buffers, optimizer state) persist, and their allocations
+            are skipped in later passes.
 
     Returns:
         :class:`AllocatorResult` (bytes).
@@ -205,6 +217,8 @@ def replay(
         4194304
     """
     kind = AllocatorKind.parse(allocator)
+    until_steady = steps is None
+    steps = MAX_STEADY_STEPS if until_steady else steps
     if steps < 1:
         raise InputError(f"bad steps {steps!r}: must be at least 1")
     if capacity_bytes is not None and capacity_bytes <= 0:
@@ -223,31 +237,44 @@ def replay(
     born: dict[int, tuple[int, int]] = {}  # tensor id -> (op index, bytes) of its live allocation
     first_op = events[0][0] if events else 0
     stats = _Stats()
-    for step in range(steps):
-        if step > 0:  # end of the previous step: what it made and kept is dropped before the next one
-            for tid in [t for t, (op, _) in born.items() if op != first_op]:
-                op, nbytes = born.pop(tid)
-                model.free(live.pop(tid))
-                stats.request(-nbytes)
-        for op, tid, nbytes in events:
-            if nbytes == 0:
-                continue  # PyTorch allocates nothing for an empty tensor
-            if nbytes > 0:
-                if tid in live:
-                    if step > 0:
-                        continue  # still alive from the previous pass: persists across steps
-                    raise InputError(f"tensor {tid} allocated twice without a free (op {op})")
-                live[tid] = model.malloc(nbytes, op)
-                born[tid] = (op, nbytes)
-                stats.request(nbytes)
-            else:
-                handle = live.pop(tid, None)
-                if handle is None:
-                    raise InputError(f"tensor {tid} freed without a live allocation (op {op})")
-                del born[tid]
-                model.free(handle)
-                stats.request(nbytes)
-            stats.observe(model, op)
+    failed, steps_run, steady, previous = 0, 0, False, None
+    try:
+        for step in range(steps):
+            if step > 0:  # end of the previous step: what it made and kept is dropped before the next one
+                for tid in [t for t, (op, _) in born.items() if op != first_op]:
+                    op, nbytes = born.pop(tid)
+                    model.free(live.pop(tid))
+                    stats.request(-nbytes)
+            steps_run = step + 1
+            for op, tid, nbytes in events:
+                if nbytes == 0:
+                    continue  # PyTorch allocates nothing for an empty tensor
+                if nbytes > 0:
+                    if tid in live:
+                        if step > 0:
+                            continue  # still alive from the previous pass: persists across steps
+                        raise InputError(f"tensor {tid} allocated twice without a free (op {op})")
+                    failed = nbytes
+                    live[tid] = model.malloc(nbytes, op)
+                    failed = 0
+                    born[tid] = (op, nbytes)
+                    stats.request(nbytes)
+                else:
+                    handle = live.pop(tid, None)
+                    if handle is None:
+                        raise InputError(f"tensor {tid} freed without a live allocation (op {op})")
+                    del born[tid]
+                    model.free(handle)
+                    stats.request(nbytes)
+                stats.observe(model, op)
+            state = model.state()
+            if state == previous:
+                steady = True
+                if until_steady:
+                    break
+            previous = state
+    except _OutOfMemory:
+        pass  # the step stops at its first failed request, as PyTorch raises out-of-memory there
     return AllocatorResult(
         allocator=kind,
         peak_requested_bytes=stats.peak_requested,
@@ -264,7 +291,14 @@ def replay(
         final_allocated_bytes=model.allocated,
         final_reserved_bytes=model.reserved,
         oom_op=model.oom_op,
+        failed_request_bytes=failed if model.oom_op is not None else 0,
+        steps_run=steps_run,
+        steady=steady,
     )
+
+
+class _OutOfMemory(Exception):
+    """A request the allocator model could not serve within its capacity (ends the replay)."""
 
 
 class _Stats:
@@ -384,8 +418,9 @@ class _CudaCachingModel:
                 self._release_available(seg_size, small)
             if self.reserved + seg_size > self.capacity:
                 self._release_cached()
-            if self.reserved + seg_size > self.capacity and self.oom_op is None:
+            if self.reserved + seg_size > self.capacity:
                 self.oom_op = op
+                raise _OutOfMemory
         addr = self.next_addr
         # Leave a 2 MiB gap so no two segments are adjacent in the synthetic address space.
         self.next_addr += seg_size + K_SMALL_BUFFER
@@ -432,6 +467,11 @@ class _CudaCachingModel:
                 released += block.size
                 self._release(block)
             j -= 1
+
+    def state(self) -> tuple:
+        """What decides the next step's behaviour: reserved bytes and every free block's size (by pool),
+        in address order within segments (synthetic addresses differ from pass to pass)."""
+        return (self.reserved, self.allocated, tuple(self.free_keys[True]), tuple(self.free_keys[False]))
 
     # -- the public face: malloc and free --
     def malloc(self, nbytes: int, op: int) -> int:
@@ -505,14 +545,19 @@ class _CpuModel:
 
     def malloc(self, nbytes: int, op: int) -> int:
         allocated, resident, mmapped = self.footprint(nbytes)
-        if self.capacity is not None and self.reserved + resident > self.capacity and self.oom_op is None:
+        if self.capacity is not None and self.reserved + resident > self.capacity:
             self.oom_op = op
+            raise _OutOfMemory
         self.allocated += allocated
         self.reserved += resident
         if mmapped:
             self.n_segments += 1
             self.n_device_allocs += 1
         return nbytes
+
+    def state(self) -> tuple:
+        """The CPU model caches nothing: its state is what is live."""
+        return (self.reserved, self.allocated)
 
     def free(self, nbytes: int) -> None:
         allocated, resident, mmapped = self.footprint(nbytes)
