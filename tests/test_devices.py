@@ -176,7 +176,7 @@ def test_missing_file():
     ('kind = "cpu"\ntotal_memory = "4XB"\n', "total_memory: bad size '4XB'.*KiB"),
     ('kind = "cpu"\ntotal_memory = true\n', "bad total_memory True"),
     ('kind = "cpu"\ntotal_memory = "4GiB"\nos_reserved = "-1GB"\n', "os_reserved: bad size"),
-    ('kind = "cpu"\ntotal_memory = "4GiB"\nram = "4GiB"\n', "unknown field 'ram'; valid fields: allocator, compute"),
+    ('kind = "cpu"\ntotal_memory = "4GiB"\nram = "4GiB"\n', "unknown field 'ram'; valid fields: allocator, backend, compute"),
     ('kind = "cpu"\nallocator = "cuda-caching"\ntotal_memory = "4GiB"\n', "does not match kind 'cpu'"),
     ('kind = "jetson"\nallocator = "jemalloc"\ntotal_memory = "4GiB"\n', "unknown allocator 'jemalloc'; valid choices: cuda-caching, cpu"),
     ('kind = "cpu"\ntotal_memory = "1GiB"\nos_reserved = "1GiB"\n', "leave nothing"),
@@ -194,3 +194,29 @@ def test_bad_device_files_name_the_field_and_the_valid_values(tmp_path, text, me
     with pytest.raises(InputError, match=message) as e:
         devices.load_file(path)
     assert "board.toml" in str(e.value)
+
+
+def test_each_device_names_its_backend_and_threads():
+    for d in devices.catalog():
+        assert d.backend.is_cpu == (d.kind is devices.DeviceKind.CPU)
+        assert d.threads >= 1
+        assert (d.cuda_capability is not None) == (not d.backend.is_cpu)
+    pi = devices.get("raspberry-pi-5-8gb")
+    assert str(pi.backend) == "aarch64" and pi.threads == 4
+    cpu = devices.get("jetson-orin-nano-8gb").cpu_side()
+    assert str(cpu.backend) == "aarch64" and str(cpu.allocator) == "cpu" and "cuda_context" not in cpu.runtime_parts
+    with pytest.raises(InputError, match="no CPU to train on"):
+        devices.get("t4").cpu_side()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('kind = "cpu"\ntotal_memory = "4GiB"\nbackend = "cuda"\n', "does not match kind 'cpu'"),
+    ('kind = "cpu"\ntotal_memory = "4GiB"\nbackend = "risc-v"\n', "unknown backend 'risc-v'"),
+    ('kind = "cpu"\ntotal_memory = "4GiB"\nthreads = 0\n', "bad threads 0"),
+    ('kind = "jetson"\ntotal_memory = "4GiB"\ncuda_capability = "eight"\n', "bad cuda_capability 'eight'"),
+])
+def test_bad_backend_fields(tmp_path, text, message):
+    path = tmp_path / "board.toml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        devices.load_file(path)

@@ -53,6 +53,28 @@ class KernelCall:
     batch: int | None = None
     host: dict = field(default_factory=dict)
 
+    def batch_dims(self) -> list[tuple[int, int]]:
+        """(argument index, dimension) of the batch in each batched tensor argument."""
+        if self.op == CONVOLUTION:
+            return [(0, 0)]
+        if self.op == CONVOLUTION_BACKWARD:
+            return [(0, 0), (1, 0)]
+        batch_first = self.args[14] if self.op == RNN_LAYER else self.args[21]
+        return [(0, 0 if batch_first else 1), (5, 0), (6, 0)]
+
+    @property
+    def batch_size(self) -> int:
+        """The batch the call ran at (its first batched argument's batch dimension)."""
+        index, dim = self.batch_dims()[0]
+        return int(self.args[index].shape[dim])
+
+    def at_batch(self, batch: int) -> "KernelCall":
+        """The same call with every batched tensor argument at ``batch`` samples."""
+        dims = dict(self.batch_dims())
+        args = tuple(a.with_batch(batch, dims[i]) if i in dims and isinstance(a, TensorInfo) else a
+                     for i, a in enumerate(self.args))
+        return KernelCall(self.op_index, self.op, args, self.workspace, self.outputs, batch, {})
+
     def to_json(self) -> dict:
         return {"op_index": self.op_index, "op": self.op, "args": [_arg_to_json(a) for a in self.args],
                 "workspace": self.workspace, "outputs": list(self.outputs), "batch": self.batch,

@@ -180,8 +180,7 @@ def _probe_convolution_backward(call: KernelCall, batch: int) -> list[int]:
 
 
 def _rnn_batch_dim(call: KernelCall) -> int:
-    batch_first = call.args[14] if call.op == RNN_LAYER else call.args[21]
-    return 0 if batch_first else 1
+    return call.batch_dims()[0][1]
 
 
 def _probe_rnn_layer(call: KernelCall, batch: int) -> list[int]:
@@ -228,18 +227,12 @@ def _rnn_forward_args(call: KernelCall) -> KernelCall:
 # ---- which batches to probe ----
 
 def _batch_dims(call: KernelCall) -> list[tuple[int, int]]:
-    """(argument index, dimension) of the batch in each batched tensor argument."""
-    if call.op == CONVOLUTION:
-        return [(0, 0)]
-    if call.op == CONVOLUTION_BACKWARD:
-        return [(0, 0), (1, 0)]
-    return [(0, _rnn_batch_dim(call)), (5, 0), (6, 0)]
+    return call.batch_dims()
 
 
 def call_batch(call: KernelCall) -> int:
     """The batch size a call ran at (its first batched argument's batch dimension)."""
-    index, dim = _batch_dims(call)[0]
-    return int(call.args[index].shape[dim])
+    return call.batch_size
 
 
 def _probe_bytes(call: KernelCall, batch: int) -> int:

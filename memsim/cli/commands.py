@@ -24,6 +24,9 @@ def _device_option(f):
                      help="Your own device description (TOML; see `memsim devices --template`).")(f)
     f = click.option("--budget", type=params.SIZE, default=None,
                      help="Memory budget instead of a device, e.g. 3.5GiB or 4GB.")(f)
+    f = click.option("--backend", type=params.BACKEND, default=None,
+                     help="Kernels to predict for: the device's own (default), 'cpu' for its CPU side (a "
+                          "Jetson's Arm cores), or x86, aarch64, cuda.")(f)
     return f
 
 
@@ -85,7 +88,7 @@ def _write_json(data: dict, target: str) -> None:
 @click.option("--save-trace", type=click.Path(dir_okay=False), default=None,
               help="Save the trace (JSON, .gz to compress) for `memsim check` without tracing again.")
 @click.option("--color/--no-color", default=None, help="Colour the category names (default: on a terminal).")
-def profile(model, device, device_file, budget, batch_size, input_shape, optimizer, weights, cache, policy,
+def profile(model, device, device_file, budget, backend, batch_size, input_shape, optimizer, weights, cache, policy,
             sparsity, margin, json_out, html_out, save_trace, color):
     """Predict the peak memory of one training step of MODEL and what would make it fit.
 
@@ -97,7 +100,7 @@ def profile(model, device, device_file, budget, batch_size, input_shape, optimiz
     dev = _resolve_device(device, device_file, budget) or "jetson-nano"
     rep = memsim.profile(model, device=dev, batch_size=batch_size, policy=policy, sparsity=sparsity,
                          optimizer=optimizer, input_shape=input_shape, weights=weights, margin=margin, cache=cache,
-                         warn=_warn)
+                         backend=backend, warn=_warn)
     if rep.cache == "hit":
         click.echo("(trace from cache; --no-cache traces again)", err=True)
     if save_trace:
@@ -133,7 +136,7 @@ def _render(rep, color):
               help="As for profile.")
 @click.option("--margin", type=params.FRACTION, default="0", help="Fail unless this share of the budget stays free.")
 @click.option("--json", "json_out", default=None, metavar="PATH|-", help="Also write the report as JSON.")
-def check(model, device, device_file, budget, batch_size, input_shape, optimizer, weights, cache, policy,
+def check(model, device, device_file, budget, backend, batch_size, input_shape, optimizer, weights, cache, policy,
           sparsity, margin, json_out):
     """Exit 0 if one training step of MODEL fits the device, 1 if it does not, 2 on bad input.
 
@@ -151,11 +154,12 @@ def check(model, device, device_file, budget, batch_size, input_shape, optimizer
             raise InputError("--input-shape, --weights and --sparsity measured need a model, not a saved trace")
         tr = memsim.Trace.load(model)
         sp = None if sparsity == "none" else sparsity
-        rep = memsim.simulate(tr, device=dev, policy=policy, sparsity=sp, margin=margin, batch_size=batch_size)
+        rep = memsim.simulate(tr, device=dev, policy=policy, sparsity=sp, margin=margin, batch_size=batch_size,
+                              backend=backend)
     else:
         rep = memsim.profile(model, device=dev, batch_size=batch_size, policy=policy, sparsity=sparsity,
                              optimizer=optimizer, input_shape=input_shape, weights=weights, margin=margin,
-                             cache=cache, warn=_warn)
+                             cache=cache, backend=backend, warn=_warn)
         if rep.cache == "hit":
             click.echo("(trace from cache; --no-cache traces again)", err=True)
     from memsim.output import text as report_text

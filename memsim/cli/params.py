@@ -114,6 +114,19 @@ class OptimizerType(_Validated):
         return validate_optimizer(value).value
 
 
+class BackendType(_Validated):
+    """A backend to run the device with: x86, aarch64, cuda, or cpu (the device's CPU side)."""
+
+    name = "backend"
+
+    def parse(self, value):
+        from memsim.backends.kinds import Backend
+        from memsim.core.choices import choose
+
+        text = value.strip().lower()
+        return text if text == "cpu" else choose(Backend, text, "backend", more="cpu").value
+
+
 SIZE = SizeType()
 FRACTION = FractionType()
 POLICIES = PolicyListType()
@@ -122,3 +135,4 @@ DEVICE = DeviceType()
 SHAPE = ShapeType()
 OPTIMIZER = OptimizerType()
 BATCH = click.IntRange(min=1)
+BACKEND = BackendType()

@@ -107,6 +107,7 @@ class Trace:
                              "way memsim cannot scale linearly")
         db = self.batch_size - other.batch_size
         self._derived.clear()  # derived per-trace arrays depend on the scaling
+        self.meta["scaling_batch"] = other.batch_size
         for ta, tb in zip(a.tensors, b.tensors):
             ta.per_sample_bytes = (ta.nbytes - tb.nbytes) // db
         return self

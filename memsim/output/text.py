@@ -10,7 +10,7 @@ Example:
     >>> text.splitlines()[0].split(" — ")[1]
     'Sequential, batch 4, optimizer sgd, sparsity none'
     >>> check_line(memsim.simulate(tr, device="raspberry-pi-5-8gb")).split(":")[0]
-    'Sequential batch 4 (none) fits on raspberry-pi-5-8gb'
+    'Sequential batch 4 (none) fits on raspberry-pi-5-8gb (aarch64)'
 
 """
 from __future__ import annotations
@@ -37,12 +37,29 @@ def _policy_rows(report, color: bool) -> list[list[str]]:
         if r.extra_flops and total_flops:
             extra += f" (+{r.extra_flops / total_flops:.0%})"
         rows.append([
-            str(r.policy), format_bytes(r.peak_bytes), format_bytes(r.device_peak_bytes),
-            _style("yes", _GREEN, color) if r.fits else _style("NO", _RED, color),
+            str(r.policy), format_bytes(r.peak_bytes), format_bytes(r.device_peak_bytes), _fits_cell(r, color),
             format_bytes(r.headroom_bytes), "-" if r.max_batch_size is None else str(r.max_batch_size),
             extra, format_seconds(r.codec_seconds), "lossy" if r.lossy else "lossless",
         ])
     return rows
+
+
+def _fits_cell(result, color: bool) -> str:
+    cost = result.cost
+    if not result.fits:
+        return _style("NO", _RED, color)
+    word = "yes" if cost is None or cost.robust else "yes, narrowly"
+    if cost is not None and cost.releases:
+        word += f" ({cost.releases} releases)"
+    return _style(word, _GREEN, color)
+
+
+def _backend_line(report) -> str:
+    info = report.backend_info
+    kind = {"x86": "x86 CPU", "aarch64": "aarch64 CPU", "cuda": "CUDA"}.get(info["name"], info["name"])
+    threads = f", {info['threads']} threads" if info["name"] != "cuda" else ""
+    status = "validated" if info["validated"] else "NOT validated"
+    return f"backend: {kind}{threads} — {status}: {info['validation']}"
 
 
 def render(report, *, color: bool = False, top: int = 8) -> str:
@@ -56,6 +73,8 @@ def render(report, *, color: bool = False, top: int = 8) -> str:
         f"OS {format_bytes(dev.os_reserved_bytes)}, runtime {format_bytes(dev.runtime_bytes)}, "
         f"allocator {getattr(dev.allocator, 'value', dev.allocator)}"
         + (f", margin {report.margin:.0%}" if report.margin else ""),
+        _backend_line(report),
+        *(f"  note: {n}" for n in report.notes),
         "",
         table(["policy", "tensor peak", "device peak", "fits", "headroom", "max batch", "extra compute",
                "codec time", "accuracy"], _policy_rows(report, color), right={1, 2, 4, 5}),
@@ -65,6 +84,12 @@ def render(report, *, color: bool = False, top: int = 8) -> str:
         best = min(report.results.values(), key=lambda r: r.peak_bytes)
         if best.peak_bytes < none.peak_bytes:
             lines.append(f"best: {best.policy} saves {1 - best.peak_bytes / none.peak_bytes:.1%} of the tensor peak")
+    main = report.main
+    if main.cost is not None:
+        lines.append(f"verdict ({report.policy}): {main.cost.verdict}")
+        lines += [f"  advice: {a}" for a in main.cost.advice]
+    if main.max_batch_method:
+        lines.append(f"max batch ({report.policy}): {main.max_batch_size}, {main.max_batch_method}")
     bd = report.breakdown
     lines += ["", f"live at the peak ({report.policy}, op {bd.index} of {report.trace.timeline.n_ops}: "
               f"{_op_label(report, bd.index)}):"]
@@ -92,9 +117,10 @@ def _op_label(report, index: int) -> str:
 
 def check_line(report) -> str:
     """The one line ``memsim check`` prints."""
-    verdict = "fits" if report.fits else "does NOT fit"
+    verdict = report.verdict if report.fits else "does NOT fit"
     mb = "" if report.max_batch_size is None else f", max batch {report.max_batch_size}"
+    cost = report.main.cost
+    need = "needs" if cost is None or not cost.releases else "without releasing cached segments it needs"
     return (f"{report.trace.meta.get('model', '?')} batch {report.batch_size} ({report.policy}) {verdict} on "
-            f"{report.device.name}: needs {format_bytes(report.device_peak_bytes)} of "
-            f"{format_bytes(report.usable_bytes)} usable "
-            f"(headroom {format_bytes(report.headroom_bytes)}{mb})")
+            f"{report.device.name} ({report.backend}): {need} {format_bytes(report.device_peak_bytes)} of "
+            f"{format_bytes(report.usable_bytes)} usable (headroom {format_bytes(report.headroom_bytes)}{mb})")

@@ -1,19 +1,19 @@
-"""Replay a traced step on a device under one or more policies → :class:`Report`.
+"""Predict a traced step on a device under one or more policies → :class:`Report`.
 
-The device's share: the allocator model rounds and caches the step's allocations
-(``memsim.simulation.allocator.replay``), the runtime (CUDA context or a Python process with torch imported) and the
-OS take their part, and what is left is compared with the device's memory.
+The device names its backend (x86 CPU, aarch64 CPU, CUDA) and thread count: the trace is first re-costed for
+them (:func:`memsim.backends.views.for_backend`), whatever machine traced it. Then, per policy, the step's
+storages are re-costed (:mod:`memsim.simulation.policies`) and replayed through the device's allocator model
+to a steady state; :mod:`memsim.simulation.verdict` decides whether it fits, how robustly, and the largest
+batch such that every smaller one fits too.
 
-``device_peak_bytes = allocator reserved peak + runtime bytes + OS reserve``;
-``fits``: replaying the step (twice, the second from the first one's cache) never fails to find memory
-within ``budget_bytes * (1 - margin)`` minus runtime and OS, the allocator freeing its cache as PyTorch does.
+``device_peak_bytes = allocator reserved peak (steady state, no limit) + runtime bytes + OS reserve``.
 
 Example:
     >>> import memsim, models_zoo
     >>> trace = memsim.trace(models_zoo.create("small_cnn"), models_zoo.spec("small_cnn").example_inputs(8))
-    >>> rep = simulate(trace, device="jetson-nano", policy="bitmap", sparsity=0.5)
-    >>> rep.fits, rep.peak_bytes < trace.peak_bytes
-    (True, True)
+    >>> rep = simulate(trace, device="jetson-nano", policy="bitmap,none", sparsity=0.5)
+    >>> rep.fits, rep.results["bitmap"].peak_bytes < rep.results["none"].peak_bytes, rep.backend
+    (True, True, 'cuda')
 """
 from __future__ import annotations
 
@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from memsim.simulation import allocator as allocator_model
+from memsim.backends.kinds import VALIDATION, Backend, Validation
+from memsim.backends.views import for_backend
+from memsim.core.choices import choose
+from memsim.simulation.allocator import AllocatorKind
+from memsim.simulation.verdict import DeviceCost, device_cost, max_batch
+from memsim.simulation.verdict import fits as step_fits
 from memsim.simulation import devices
 from memsim.core.categories import Category
 from memsim.core.errors import InputError
@@ -33,7 +38,6 @@ from memsim.core.trace import Breakdown, Trace
 # The codec runs at about 0.6x a memcpy (memsim bench codec) and a memcpy moves each byte twice (read +
 # write), so it processes dense bytes at ~0.3x the memory bandwidth; on a board the estimate scales with it.
 CODEC_BANDWIDTH_FRACTION = 0.3
-MAX_BATCH_LIMIT = 1 << 16
 
 
 @dataclass
@@ -59,6 +63,19 @@ class PolicyResult:
     extra_flops: int
     codec_seconds: float
     lossy: bool
+    cost: DeviceCost | None = None
+    max_batch_method: str = ""
+
+    def set_max_batch(self, size: int | None, method: str, batch: int | None) -> None:
+        """Record the max batch size and make ``fits`` at ``batch`` agree with it: a CI gate must pass at every
+        batch up to the max batch size and fail above it, whatever the replay at one batch says near the
+        boundary (where scaling and fragmentation make single replays disagree by a batch or two)."""
+        self.max_batch_size, self.max_batch_method = size, method
+        if size is not None and batch is not None:
+            self.fits = batch <= size
+            if self.cost is not None:
+                self.cost.fits = self.fits
+                self.cost.robust = self.cost.robust and self.fits
 
     def row(self) -> dict:
         return {
@@ -71,6 +88,12 @@ class PolicyResult:
             "extra_flops": self.extra_flops,
             "codec_seconds": round(self.codec_seconds, 6),
             "lossy": self.lossy,
+            "verdict": self.cost.verdict if self.cost is not None else ("fits" if self.fits else "does not fit"),
+            "robust": bool(self.cost.robust) if self.cost is not None else self.fits,
+            "releases": self.cost.releases if self.cost is not None else 0,
+            "allocated_bytes": self.allocated_bytes,
+            "reserved_bytes": self.reserved_bytes,
+            "max_batch_method": self.max_batch_method,
         }
 
 
@@ -87,6 +110,9 @@ class Report:
     sparsity: str = "none"
     notes: list[str] = field(default_factory=list)
     cache: str = "off"
+    backend: str = "x86"
+    threads: int = 1
+    validation: Validation | None = None
     _baseline: PolicyResult | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -105,6 +131,18 @@ class Report:
     headroom_bytes = property(lambda self: self.main.headroom_bytes, doc="budget − device peak (bytes).")
     max_batch_size = property(lambda self: self.main.max_batch_size,
                               doc="Largest batch that fits under the policy (None without batch scaling).")
+
+    @property
+    def verdict(self) -> str:
+        """The main policy's verdict in words ("fits", "fits only by releasing cached segments (3 releases)", ...)."""
+        return self.main.cost.verdict if self.main.cost is not None else ("fits" if self.fits else "does not fit")
+
+    @property
+    def backend_info(self) -> dict:
+        """Which kernels the prediction is for, and how well that backend's model was validated."""
+        v = self.validation
+        return {"name": self.backend, "threads": self.threads, "validated": bool(v and v.validated),
+                "validation": v.summary if v else "", "notes": list(self.notes)}
 
     @property
     def budget_bytes(self) -> int:
@@ -202,6 +240,8 @@ class Report:
                              "bytes": t.nbytes} for t in bd.top_tensors],
             "policies": self.table_rows(),
             "cache": self.cache,
+            "backend": self.backend_info,
+            "verdict": self.verdict,
         }
 
 
@@ -216,20 +256,25 @@ def resolve_device(device) -> "devices.Device":
 
 
 def simulate(trace: Trace, device="jetson-nano", policy="none", sparsity=None, *, margin: float = 0.0,
-             batch_size: int | None = None, max_batch: bool = True) -> Report:
+             batch_size: int | None = None, max_batch: bool = True, backend: str | None = None) -> Report:
     """Predict one training step of ``trace`` on ``device`` under ``policy``.
 
     Args:
-        trace: from :func:`memsim.trace` or :meth:`memsim.Trace.load`.
-        device: catalog name (``memsim devices``), a :class:`memsim.simulation.devices.Device`, or None for this host.
-        policy: a :class:`memsim.simulation.policies.Policy` name, ``"all"``, or a list; the first is the report's.
+        trace: from :func:`memsim.trace` or :meth:`memsim.Trace.load` (made on any machine).
+        device: catalog name (``memsim devices``), a :class:`memsim.simulation.devices.Device`, or None for this
+            host.
+        policy: a :class:`memsim.core.policy.Policy` name, ``"all"``, or a list; the first is the report's.
         sparsity: zero fraction of sparse activations (float), ``{module prefix: fraction}``, or the result
             of :func:`memsim.measure_sparsity`; None = dense (the codec then only gains on exact zeros).
         margin: fraction of the budget kept free (0.1 = fit within 90%).
         batch_size: simulate another batch size (needs a trace with batch scaling).
-        max_batch: search the largest batch that fits per policy (when the trace has batch scaling).
+        max_batch: search the largest batch such that every batch up to it fits, per policy (when the trace
+            has batch scaling).
+        backend: run the device's ``"cpu"`` side (a Jetson training on its Arm cores), or force a backend
+            ("x86", "aarch64", "cuda"); default: the device's.
 
-    Returns: a :class:`Report`; sizes in bytes.
+    Returns: a :class:`Report` (sizes in bytes) that says for which backend it holds and how well that
+    backend's model was validated.
     """
     if not isinstance(trace, Trace):
         raise InputError(f"simulate needs a memsim.Trace, got {type(trace).__name__}")
@@ -237,100 +282,68 @@ def simulate(trace: Trace, device="jetson-nano", policy="none", sparsity=None, *
         raise InputError(f"bad margin {margin!r}: must be in [0, 1)")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
         raise InputError(f"bad batch size {batch_size!r}: must be a positive integer")
-    dev = resolve_device(device)
+    dev = with_backend(resolve_device(device), backend)
+    view = for_backend(trace, dev.backend, dev.threads, dev.cuda_capability)
+    vt = view.trace
     policies = parse_policies(policy)
     model = SparsityModel(sparsity)
-    can_scale = all(t.per_sample_bytes is not None for t in trace.timeline.tensors) and trace.batch_size
+    can_scale = all(t.per_sample_bytes is not None for t in vt.timeline.tensors) and vt.batch_size
     results = {}
-    for p in policies:
-        results[str(p)] = _evaluate(trace, dev, p, model, margin, batch_size, max_batch and bool(can_scale))
-    return Report(trace=trace, device=dev, policy=str(policies[0]), results=results,
-                  batch_size=batch_size or trace.batch_size, margin=float(margin), sparsity=model.label)
+    for i, p in enumerate(policies):
+        # the report's own policy gets the exact every-batch check; the others a cheaper bisection
+        results[str(p)] = _evaluate(vt, dev, p, model, margin, batch_size, max_batch and bool(can_scale),
+                                    exact=i == 0)
+    notes = list(view.notes)
+    if view.measured_on_host:
+        notes.insert(0, "kernel scratch measured on this host's " + str(dev.backend) + " kernels")
+    return Report(trace=vt, device=dev, policy=str(policies[0]), results=results,
+                  batch_size=batch_size or vt.batch_size, margin=float(margin), sparsity=model.label, notes=notes,
+                  backend=str(dev.backend), threads=dev.threads, validation=VALIDATION[dev.backend])
 
 
-def _device_cost(costed: CostedTimeline, dev, usable: int) -> tuple[int, int, int, bool]:
-    """(allocated peak, reserved peak, device peak, fits) in bytes for a costed timeline on ``dev``.
+def with_backend(dev, backend: str | None):
+    """``dev`` as run by ``backend``: None keeps its own, "cpu" is its CPU side (:meth:`Device.cpu_side`), and a
+    backend name ("x86", "aarch64", "cuda") must be the device's own or its CPU's."""
+    if backend is None:
+        return dev
+    name = str(backend).strip().lower()
+    if name == "cpu":
+        return dev.cpu_side()
+    wanted = choose(Backend, name, "backend", more="cpu")
+    if wanted is dev.backend:
+        return dev
+    if dev.cpu_backend is wanted:
+        return dev.cpu_side()
+    valid = [str(dev.backend)] + ([str(dev.cpu_backend), "cpu"] if dev.cpu_backend else [])
+    raise InputError(f"device {dev.name!r} does not run backend {name!r}; valid for it: {', '.join(valid)}")
 
-    The allocator replays two steps back to back (the second starts from the first one's cache, as in a
-    training loop) with the memory left for it after runtime and OS as its capacity: like PyTorch, the
-    CUDA model frees cached segments before giving up, so a step fits when no request fails.
-    """
-    fixed = int(dev.runtime_bytes) + int(dev.os_reserved_bytes)
-    capacity = usable - fixed
-    res = allocator_model.replay(costed.allocation_events(), dev.allocator, capacity_bytes=capacity if capacity > 0 else None,
-                                 steps=2)
-    device_peak = int(res.peak_reserved_bytes) + fixed
-    return int(res.peak_allocated_bytes), int(res.peak_reserved_bytes), device_peak, res.fits and capacity > 0
 
-
-def _evaluate(trace, dev, policy, model, margin, batch_size, search) -> PolicyResult:
+def _evaluate(trace, dev, policy, model, margin, batch_size, search, exact: bool = True) -> PolicyResult:
     costed = apply_policy(trace, policy, model, batch_size)
-    usable = int(dev.total_bytes * (1.0 - margin))
-    allocated, reserved, device_peak, fits = _device_cost(costed, dev, usable)
+    cost = device_cost(costed, dev, margin)
     bandwidth = float(getattr(dev, "bandwidth_bytes_per_s", 0) or 0)
     codec_seconds = 2 * costed.codec_bytes / (CODEC_BANDWIDTH_FRACTION * bandwidth) if bandwidth else 0.0
-    best = _max_batch(trace, dev, policy, model, usable, reserved / max(costed.peak_bytes, 1)) if search else None
-    return PolicyResult(policy=policy, costed=costed, peak_bytes=costed.peak_bytes, allocated_bytes=allocated,
-                        reserved_bytes=reserved, device_peak_bytes=device_peak, fits=fits,
-                        headroom_bytes=usable - device_peak, max_batch_size=best,
+    result = PolicyResult(policy=policy, costed=costed, peak_bytes=costed.peak_bytes,
+                        allocated_bytes=cost.allocated_bytes, reserved_bytes=cost.reserved_bytes,
+                        device_peak_bytes=cost.device_peak_bytes, fits=cost.fits,
+                        headroom_bytes=cost.usable_bytes - cost.device_peak_bytes, max_batch_size=None,
                         extra_flops=int(costed.extra_flops), codec_seconds=codec_seconds,
-                        lossy=not policy.lossless)
+                        lossy=not policy.lossless, cost=cost)
+    if search:
+        found = _max_batch(trace, dev, policy, model, margin, exact)
+        result.set_max_batch(found.size, found.method, batch_size or trace.batch_size)
+    return result
 
 
-def _max_batch(trace, dev, policy, model, usable, overhead: float) -> int:
-    """Largest batch size whose device peak fits in ``usable`` bytes (0 when even batch 1 does not).
+def _max_batch(trace, dev, policy, model, margin, exact: bool):
+    """Largest batch such that every batch from 1 to it fits (:func:`memsim.simulation.verdict.max_batch`)."""
+    fixed = int(dev.runtime_bytes) + int(dev.os_reserved_bytes)
+    capacity = int(dev.total_bytes * (1.0 - margin)) - fixed
 
-    The allocator replay is the costly part, so the search runs on a cheap proxy first — the live-tensor
-    peak plus the allocator and device overhead measured at the traced batch — and then replays the
-    allocator only around the proxy's answer until the boundary is exact: fits(b) and not fits(b + 1).
-    """
-    fixed = int(dev.runtime_bytes) + int(dev.os_reserved_bytes)  # overhead: reserved / live at traced batch
+    def fits_at(b: int) -> bool:
+        return step_fits(apply_policy(trace, policy, model, b), dev, margin)
 
-    def proxy_fits(b: int) -> bool:
-        return apply_policy(trace, policy, model, b).peak_bytes * overhead + fixed <= usable
+    def peak_at(b: int) -> int:
+        return apply_policy(trace, policy, model, b).peak_bytes
 
-    def fits(b: int) -> bool:
-        return _device_cost(apply_policy(trace, policy, model, b), dev, usable)[3]
-
-    return _boundary(fits, max(_largest(proxy_fits), 1))
-
-
-def _boundary(fits, hint: int) -> int:
-    """Largest b >= 1 with fits(b) for a monotone ``fits``, galloping out from ``hint`` (0 if none)."""
-    if fits(hint):
-        lo, step = hint, 1
-        while lo + step <= MAX_BATCH_LIMIT and fits(lo + step):
-            lo += step
-            step *= 2
-        hi = lo + step
-        if hi > MAX_BATCH_LIMIT:
-            return lo
-    else:
-        hi, step = hint, 1
-        while hi - step >= 1 and not fits(hi - step):
-            hi -= step
-            step *= 2
-        lo = hi - step
-        if lo < 1:
-            if not fits(1):
-                return 0
-            lo = 1
-    while hi - lo > 1:  # invariant: fits(lo), not fits(hi)
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
-
-
-def _largest(pred) -> int:
-    """Largest b in [0, MAX_BATCH_LIMIT] with pred(b) true for a monotone predicate (0 if pred(1) is false)."""
-    if not pred(1):
-        return 0
-    lo, hi = 1, 2
-    while hi <= MAX_BATCH_LIMIT and pred(hi):
-        lo, hi = hi, hi * 2
-    if hi > MAX_BATCH_LIMIT:
-        return lo
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if pred(mid) else (lo, mid)
-    return lo
+    return max_batch(fits_at, peak_at, capacity, monotone=dev.allocator is AllocatorKind.CPU, exact=exact)

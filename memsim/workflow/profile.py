@@ -92,16 +92,48 @@ def simulate_pair(trace, scaled, **kwargs):
 
     rep = memsim.simulate(trace, **kwargs)
     if scaled is not None and scaled is not trace:
-        other = memsim.simulate(scaled, **kwargs)
-        for name, res in rep.results.items():
-            res.max_batch_size = other.results[name].max_batch_size
+        _take_max_batch(rep, memsim.simulate(scaled, **kwargs))
     return rep
+
+
+def _take_max_batch(report, other) -> None:
+    for name, res in report.results.items():
+        theirs = other.results[name]
+        res.set_max_batch(theirs.max_batch_size, theirs.max_batch_method, report.batch_size)
+
+
+#: Re-traces at the max batch found, until it repeats (it converges in one or two).
+MAX_BATCH_ROUNDS = 3
+
+
+def refine_max_batch(report, workload, optimizer, *, cache: bool, cache_fields, **sim_kwargs) -> None:
+    """Make the max batch sizes independent of the batch that was traced: trace again at the max batch found
+    (and half of it, for the scaling), search again from there, until the answer repeats. The report's
+    figures at its own batch are kept; its max batch sizes (and the gate at its batch) come from the last
+    round."""
+    found = report.main.max_batch_size
+    seen = {report.trace.batch_size}
+    for _ in range(MAX_BATCH_ROUNDS):
+        if not found or found in seen:
+            return
+        seen.add(found)
+        trace, scaled, _ = trace_workload(workload, max(found, 2), optimizer, cache=cache,
+                                          cache_fields=cache_fields)
+        if scaled is None:
+            return
+        other = simulate_pair(trace, scaled, **sim_kwargs)
+        _take_max_batch(report, other)
+        report.notes.append(f"max batch searched from traces at batches {trace.batch_size} and "
+                            f"{trace.meta.get('scaling_batch')}")
+        if other.main.max_batch_size == found:
+            return
+        found = other.main.max_batch_size
 
 
 def profile(model, inputs=None, *, device: Any = "jetson-nano", batch_size: int | None = None,
             policy: Any = "all", sparsity: Any = 0.5, optimizer: Any = "momentum", loss_fn: Callable | None = None,
             input_shape: tuple | str | None = None, weights: str | None = None, margin: float = 0.0,
-            cache: bool = True, warn: Callable[[str], None] | None = None):
+            backend: str | None = None, cache: bool = True, warn: Callable[[str], None] | None = None):
     """Predict one training step of ``model`` on ``device``: peak, fit, max batch and price per policy.
 
     Args:
@@ -118,6 +150,8 @@ def profile(model, inputs=None, *, device: Any = "jetson-nano", batch_size: int 
         input_shape: per-sample input shape ("3,224,224") instead of the model's default.
         weights: a state_dict file for a zoo model (used by sparsity="measured").
         margin: fraction of the budget kept free.
+        backend: "cpu" to train on the device's CPU side (a Jetson's Arm cores), or a backend name; default:
+            the device's own.
         cache: reuse traces of zoo models from the on-disk cache (:mod:`memsim.workflow.cache`).
         warn: where warnings go (a callable taking one line); default: Python warnings.
 
@@ -145,6 +179,8 @@ def profile(model, inputs=None, *, device: Any = "jetson-nano", batch_size: int 
         fields = None
     trace, scaled, cache_use = trace_workload(workload, batch_size, optimizer, cache=cache, cache_fields=fields)
     sp = resolve_sparsity(sparsity, workload, trace.batch_size or 1, warn=warn)
-    report = simulate_pair(trace, scaled, device=device, policy=policy, sparsity=sp, margin=margin)
+    sim = dict(device=device, policy=policy, sparsity=sp, margin=margin, backend=backend)
+    report = simulate_pair(trace, scaled, **sim)
+    refine_max_batch(report, workload, optimizer, cache=cache, cache_fields=fields, **sim)
     report.cache = cache_use
     return report

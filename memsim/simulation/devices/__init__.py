@@ -12,7 +12,12 @@ allocator model turns live tensors into device memory:
   where the CPU shares the same memory (Jetson, CPU machines), the resident size of a Python process with
   torch imported. ``runtime_parts`` keeps the two apart;
 * ``budget_bytes`` (derived) = total − OS − runtime: what PyTorch allocations may use;
-* ``allocator``: ``cuda-caching`` or ``cpu`` (:mod:`memsim.simulation.allocator`).
+* ``allocator``: ``cuda-caching`` or ``cpu`` (:mod:`memsim.simulation.allocator`);
+* ``backend`` and ``threads``: whose kernels run the step (:class:`memsim.backends.kinds.Backend`: x86,
+  aarch64 or cuda) with how many CPU threads; CUDA devices name their ``cuda_capability`` (it decides the
+  cuBLAS workspace) and Jetsons their ``cpu_backend`` for training on the CPU side (:meth:`Device.cpu_side`);
+* ``uncertainty_bytes``: how far the OS and runtime estimates may be off (default: a quarter of the OS
+  reserve plus a tenth of the runtime): a fit counts as robust only when it also holds with that much less.
 
 Bandwidth and peak FLOP/s are for time estimates (codec, recomputation); they are datasheet peaks.
 FP16 is the dense tensor-core rate where the GPU has tensor cores (mixed precision with FP32
@@ -37,6 +42,11 @@ this template). Sizes are a number of bytes or a size string ("4 GiB", "512MB": 
     display_name = "My board 4GB"      # optional; default: name
     kind = "cpu"                       # required: "jetson" (unified memory, CUDA), "cuda-gpu" (discrete), "cpu"
     allocator = "cpu"                  # optional; default from kind: "cuda-caching" for jetson/cuda-gpu, "cpu"
+    backend = "aarch64"                # optional: "x86", "aarch64" or "cuda"; default: cuda for jetson/cuda-gpu, x86
+    threads = 4                        # optional: CPU threads torch uses; default: compute.cpu_cores, else 1
+    # cuda_capability = "8.7"          # backend "cuda" only: compute capability (cuBLAS workspace size)
+    # cpu_backend = "aarch64"          # optional, jetson: the CPU's kernels, for training on the CPU side
+    uncertainty = "150 MiB"            # optional: how far os_reserved + runtime may be off (robust fit band)
     total_memory = "4 GiB"             # required: RAM (or GPU memory for a cuda-gpu)
     os_reserved = "300 MiB"            # optional, default 0: memory the OS and firmware hold before training
     swap = false                       # optional, default false: whether the OS may swap (never counted as memory)
@@ -64,13 +74,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+from memsim.backends.kinds import Backend, host_backend
 from memsim.simulation.allocator import AllocatorKind
 from memsim.core.choices import choose, suggest
 from memsim.core.errors import InputError
@@ -145,6 +156,32 @@ class Device:
     sources: Mapping[str, str] = field(default_factory=dict)
     notes: str = ""
     runtime_parts: Mapping[str, int] = field(default_factory=dict)
+    backend: Backend = Backend.X86
+    threads: int = 1
+    cuda_capability: tuple | None = None
+    cpu_backend: Backend | None = None
+    uncertainty: int | None = None
+
+    @property
+    def uncertainty_bytes(self) -> int:
+        """How far the OS and runtime estimates may be off (bytes): the file's ``uncertainty``, else a quarter
+        of the OS reserve plus a tenth of the runtime."""
+        if self.uncertainty is not None:
+            return int(self.uncertainty)
+        return int(0.25 * self.os_reserved_bytes + 0.10 * self.runtime_bytes)
+
+    def cpu_side(self) -> "Device":
+        """This device training on its CPU (a Jetson's Arm cores): its CPU backend, the CPU allocator, and no
+        CUDA context. The device itself when it is a CPU device already."""
+        if self.backend.is_cpu:
+            return self
+        if self.cpu_backend is None:
+            raise InputError(f"device {self.name!r} has no CPU to train on (no cpu_backend in its file); "
+                             "valid --backend for it: cuda")
+        parts = {k: v for k, v in self.runtime_parts.items() if k != "cuda_context"}
+        return replace(self, name=f"{self.name}-cpu", display_name=f"{self.display_name} (CPU)", kind=DeviceKind.CPU,
+                       allocator=AllocatorKind.CPU, backend=self.cpu_backend, runtime_parts=parts,
+                       runtime_bytes=sum(parts.values()), cuda_capability=None)
 
     @property
     def budget_bytes(self) -> int:
@@ -154,7 +191,10 @@ class Device:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field plus ``budget_bytes`` (enums as their string values)."""
         d = asdict(self)
-        d["kind"], d["allocator"] = str(self.kind), str(self.allocator)
+        d["kind"], d["allocator"], d["backend"] = str(self.kind), str(self.allocator), str(self.backend)
+        d["cpu_backend"] = None if self.cpu_backend is None else str(self.cpu_backend)
+        d["cuda_capability"] = None if self.cuda_capability is None else ".".join(map(str, self.cuda_capability))
+        d["uncertainty_bytes"] = self.uncertainty_bytes
         d["sources"], d["runtime_parts"] = dict(self.sources), dict(self.runtime_parts)
         d["budget_bytes"] = self.budget_bytes
         return d
@@ -257,7 +297,7 @@ def from_budget(budget: int | str, *, runtime_bytes: int | None = None) -> Devic
         sources={"total_memory": "--budget given by the user",
                  "runtime": "memsim.simulation.devices.TORCH_PROCESS_BASELINE_BYTES (python + torch resident size, measured)"},
         notes="memory available to the training process (container or cgroup limit); no OS reserve",
-        runtime_parts={"torch_process": runtime},
+        runtime_parts={"torch_process": runtime}, **_this_cpu(),
     )
 
 
@@ -295,8 +335,16 @@ def host() -> Device:
         os_reserved_bytes=min(used_by_others, max(0, total - TORCH_PROCESS_BASELINE_BYTES - 1)), runtime_bytes=TORCH_PROCESS_BASELINE_BYTES,
         allocator=AllocatorKind.CPU, cpu_cores=os.cpu_count(), sources=sources,
         notes="measured when loaded; other programs' memory use changes",
-        runtime_parts={"torch_process": TORCH_PROCESS_BASELINE_BYTES},
+        runtime_parts={"torch_process": TORCH_PROCESS_BASELINE_BYTES}, **_this_cpu(),
     )
+
+
+def _this_cpu() -> dict:
+    """Backend and threads of this machine's CPU (x86 when the architecture is not recognised)."""
+    import platform
+
+    return {"backend": host_backend({"machine": platform.machine()}) or Backend.X86,
+            "threads": os.cpu_count() or 1}
 
 
 def _read_kib_fields(path: str, keys: tuple[str, ...]) -> dict[str, int]:
@@ -340,7 +388,8 @@ def measure_torch_baseline_bytes(python: str | None = None) -> int:
 # ---- parsing and validation (one place for every field) ----
 
 _TOP_KEYS = {"name", "display_name", "kind", "allocator", "total_memory", "os_reserved", "swap", "notes",
-             "runtime", "compute", "sources"}
+             "runtime", "compute", "sources", "backend", "threads", "cuda_capability", "cpu_backend", "uncertainty"}
+_DEFAULT_BACKEND = {DeviceKind.JETSON: Backend.CUDA, DeviceKind.CUDA_GPU: Backend.CUDA, DeviceKind.CPU: Backend.X86}
 _COMPUTE_KEYS = {"bandwidth", "flops_fp32", "flops_fp16", "cpu_cores"}
 
 
@@ -376,6 +425,18 @@ def _parse(text: str, where: str, default_name: str) -> Device:
     if cores is not None and (not isinstance(cores, int) or isinstance(cores, bool) or cores <= 0):
         raise InputError(f"{where}: bad compute.cpu_cores {cores!r}: expected a positive integer")
 
+    backend = _choice(data, "backend", Backend, where, required=False) or _DEFAULT_BACKEND[kind]
+    if backend.is_cpu != (kind is DeviceKind.CPU):
+        raise InputError(f"{where}: backend {backend.value!r} does not match kind {kind.value!r}; valid: 'x86' or "
+                         "'aarch64' for kind 'cpu', 'cuda' for kinds 'jetson' and 'cuda-gpu'")
+    cpu_backend = _choice(data, "cpu_backend", Backend, where, required=False)
+    if cpu_backend is not None and not cpu_backend.is_cpu:
+        raise InputError(f"{where}: bad cpu_backend 'cuda'; valid values: x86, aarch64")
+    threads = data.get("threads", cores or 1)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0:
+        raise InputError(f"{where}: bad threads {threads!r}: expected a positive integer")
+    capability = _capability(data, where, backend)
+    uncertainty = _size(data, "uncertainty", where, required=False)
     swap = data.get("swap", False)
     if not isinstance(swap, bool):
         raise InputError(f"{where}: bad swap {swap!r}: expected true or false")
@@ -389,13 +450,27 @@ def _parse(text: str, where: str, default_name: str) -> Device:
         os_reserved_bytes=os_reserved, runtime_bytes=sum(parts.values()), allocator=allocator,
         bandwidth_bytes_per_s=float(bandwidth) if bandwidth is not None else None, flops_fp32=flops32,
         flops_fp16=flops16, cpu_cores=cores, swap=swap, sources=dict(sources),
-        notes=_text(data, "notes", where, ""), runtime_parts=parts,
+        notes=_text(data, "notes", where, ""), runtime_parts=parts, backend=backend, threads=threads,
+        cuda_capability=capability, cpu_backend=cpu_backend, uncertainty=uncertainty,
     )
     if dev.budget_bytes <= 0:
         raise InputError(f"{where}: os_reserved ({format_bytes(os_reserved)}) + runtime "
                          f"({format_bytes(dev.runtime_bytes)}) leave nothing of total_memory "
                          f"({format_bytes(total)}) for training")
     return dev
+
+
+def _capability(data: Mapping, where: str, backend: Backend) -> tuple | None:
+    value = data.get("cuda_capability")
+    if value is None:
+        return None
+    if backend is not Backend.CUDA:
+        raise InputError(f"{where}: cuda_capability applies to backend 'cuda' only")
+    try:
+        major, minor = (int(p) for p in str(value).split("."))
+    except ValueError:
+        raise InputError(f"{where}: bad cuda_capability {value!r}: expected major.minor such as '8.7'") from None
+    return (major, minor)
 
 
 def _check_keys(table: Mapping, valid: set[str], where: str, prefix: str) -> None:
