@@ -125,3 +125,13 @@ def test_report_says_which_backend_and_how_validated(tmp_path):
     assert cpu_side.backend == "aarch64" and str(cpu_side.device.allocator) == "cpu"
     with pytest.raises(memsim.MemsimError, match="does not run backend 'x86'"):
         memsim.simulate(tr, device="jetson-orin-nano-8gb", backend="x86")
+
+
+def test_html_report_states_the_backend():
+    import torch
+
+    from memsim.output import html_report
+
+    tr = memsim.trace(torch.nn.Linear(32, 32), torch.randn(4, 32))
+    page = html_report.render_html(memsim.simulate(tr, device="jetson-nano"), include_graph=False)
+    assert 'id="backend"' in page and "<b>cuda</b> backend" in page and "not validated" in page

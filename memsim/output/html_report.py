@@ -73,7 +73,18 @@ def _verdict(report) -> str:
     if headroom is not None:
         word = "headroom" if headroom >= 0 else "over by"
         parts.append(f"{word} {escape(format_bytes(abs(headroom)))}")
-    return f'<div class="verdict {"fits" if fits else "nofit"}">' + " · ".join(parts) + "</div>"
+    box = f'<div class="verdict {"fits" if fits else "nofit"}">' + " · ".join(parts) + "</div>"
+    info = getattr(report, "backend_info", None)
+    if info:
+        status = "validated" if info["validated"] else "<b>not validated</b>"
+        box += (f'<p class="note" id="backend">Prediction for the <b>{escape(info["name"])}</b> backend'
+                + (f' with {info["threads"]} threads' if info["name"] != "cuda" else "")
+                + f" — {status}: {escape(info['validation'])}"
+                + "".join(f"<br>note: {escape(n)}" for n in info["notes"]) + "</p>")
+        verdict = getattr(report, "verdict", None)
+        if verdict:
+            box += f'<p class="note" id="verdict-detail">Verdict ({escape(report.policy)}): {escape(verdict)}</p>'
+    return box
 
 
 def _policy_table(report) -> str:
