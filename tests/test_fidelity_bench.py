@@ -31,3 +31,17 @@ def test_bench_fidelity_skips_measuring_above_the_limit():
                                    "--optimizers", "sgd", "--no-memtracker", "--max-measure", "1KiB"])
     assert res.exit_code == 0, res.output
     assert "not measured" in res.output
+
+
+def test_other_backends_say_what_they_need(tmp_path):
+    import torch
+
+    runner = CliRunner()
+    if not torch.cuda.is_available():
+        r = runner.invoke(cli, ["bench", "fidelity", "--backend", "cuda", "--models", "small_cnn"])
+        assert r.exit_code == 2 and "no CUDA device" in r.output
+    r = runner.invoke(cli, ["bench", "fidelity", "--backend", "aarch64-emulated", "--threads", "1",
+                            "--emulation-root", str(tmp_path / "nowhere")])
+    assert r.exit_code == 2 and "setup_aarch64.sh" in r.output
+    r = runner.invoke(cli, ["bench", "fidelity", "--backend", "tpu"])
+    assert r.exit_code == 2 and "aarch64-emulated" in r.output

@@ -9,7 +9,7 @@ still allocated at its end``.
 Where the numbers come from
 ---------------------------
 Measured with PyPI's torch 2.13.0 aarch64 wheel (oneDNN v3.12.0 commit 80afa71 built with the Arm Compute
-Library, NVPL BLAS) under qemu-user 7.2 (``QEMU_CPU=cortex-a76``) by ``memsim/emulation/measure_cases.py
+Library, NVPL BLAS) under qemu-user 7.2 (``QEMU_CPU=cortex-a76``) by ``memsim/measure/emulation/measure_cases.py
 convs``: 1,096 ``aten.convolution`` / ``aten.convolution_backward`` calls (a grid of channels 2-128, kernels
 1/3/4/5/7/8/16, strides 1-16, padding, dilation 2, groups 2/3/4 and depthwise, Conv1d, batch 1/2/4/8, five
 output masks) at 1, 2 and 4 threads, each with its allocation sequence and (``ONEDNN_VERBOSE=1``) the

@@ -24,8 +24,10 @@ CONVOLUTION_BACKWARD = "aten.convolution_backward.default"
 RNN_LAYER = "aten.mkldnn_rnn_layer.default"
 RNN_LAYER_BACKWARD = "aten.mkldnn_rnn_layer_backward.default"
 
+#: Matrix products: no scratch on x86, a copy of a transposed operand on aarch64.
+MATMUL_OPS = frozenset({"aten.addmm.default", "aten.mm.default", "aten.bmm.default", "aten.baddbmm.default"})
 #: Ops recorded as kernel calls: those whose hidden allocations some backend model knows about.
-KERNEL_OPS = frozenset({CONVOLUTION, CONVOLUTION_BACKWARD, RNN_LAYER, RNN_LAYER_BACKWARD})
+KERNEL_OPS = frozenset({CONVOLUTION, CONVOLUTION_BACKWARD, RNN_LAYER, RNN_LAYER_BACKWARD}) | MATMUL_OPS
 
 
 @dataclass
@@ -59,13 +61,18 @@ class KernelCall:
             return [(0, 0)]
         if self.op == CONVOLUTION_BACKWARD:
             return [(0, 0), (1, 0)]
+        if self.op in MATMUL_OPS:
+            return []        # a matrix product's rows mix batch and other dims: re-costed at the traced shape only
         batch_first = self.args[14] if self.op == RNN_LAYER else self.args[21]
         return [(0, 0 if batch_first else 1), (5, 0), (6, 0)]
 
     @property
-    def batch_size(self) -> int:
-        """The batch the call ran at (its first batched argument's batch dimension)."""
-        index, dim = self.batch_dims()[0]
+    def batch_size(self) -> int | None:
+        """The batch the call ran at (its first batched argument's batch dimension; None for matrix products)."""
+        dims = self.batch_dims()
+        if not dims:
+            return None
+        index, dim = dims[0]
         return int(self.args[index].shape[dim])
 
     def at_batch(self, batch: int) -> "KernelCall":

@@ -33,7 +33,8 @@ import os
 import platform
 from pathlib import Path
 
-from memsim.backends.calls import CONVOLUTION, CONVOLUTION_BACKWARD, RNN_LAYER, RNN_LAYER_BACKWARD, KernelCall
+from memsim.backends.calls import (CONVOLUTION, CONVOLUTION_BACKWARD, MATMUL_OPS, RNN_LAYER, RNN_LAYER_BACKWARD,
+                                   KernelCall)
 from memsim.backends.tensor_info import TensorInfo
 
 PROBE_LIMIT_ENV = "MEMSIM_PROBE_LIMIT"
@@ -291,8 +292,22 @@ def _key(call: KernelCall, batch: int) -> str:
     return json.dumps([call.op, args], separators=(",", ":"), default=str)
 
 
+def _probe_matmul(call: KernelCall, batch) -> list[int]:
+    import torch
+
+    args = [_real(a) if isinstance(a, TensorInfo) else a for a in call.args]
+    op = getattr(torch.ops.aten, call.op.split(".")[1])
+
+    def run():
+        del_out = op(*args)
+        del del_out
+
+    peak, net = _profile(run, f"aten::{call.op.split('.')[1]}")
+    return [max(peak - net, 0)]
+
+
 _PROBES = {CONVOLUTION: _probe_convolution, CONVOLUTION_BACKWARD: _probe_convolution_backward,
-           RNN_LAYER: _probe_rnn_layer}
+           RNN_LAYER: _probe_rnn_layer, **{op: _probe_matmul for op in MATMUL_OPS}}
 
 
 class HostKernels:
@@ -325,6 +340,11 @@ class HostKernels:
             self.probes_run += 1
         return hit
 
+    def _matmul(self, call: KernelCall) -> int:
+        if self.signature["machine"] in ("x86_64", "AMD64", "amd64"):
+            return 0
+        return self._measure(call, None)[0]
+
     def values(self, call: KernelCall) -> list[int]:
         """The probe's numbers for ``call`` at its own batch (measured there, or extrapolated linearly from
         the two batches :func:`probe_plan` picks)."""
@@ -337,9 +357,14 @@ class HostKernels:
         return [max(0, a + (b - a) * (target - b1) // (b2 - b1)) for a, b in zip(v1, v2)]
 
     def cost(self, calls: list[KernelCall]) -> None:
-        """Fill ``call.host`` for every call (bytes); saves new probes to the disk cache."""
+        """Fill ``call.host`` for every call (bytes); saves new probes to the disk cache. Matrix products
+        allocate nothing hidden on x86 (measured over the zoo's shapes), so they are probed only on other
+        CPUs."""
         try:
             for call in calls:
+                if call.op in MATMUL_OPS:
+                    call.host = {"workspace": self._matmul(call)}
+                    continue
                 values = self.values(call)
                 if call.op == RNN_LAYER:
                     call.host = {"workspace": values[1], "outputs": {3: values[0]}}

@@ -15,7 +15,7 @@ Example:
 """
 from __future__ import annotations
 
-from memsim.backends.calls import CONVOLUTION, CONVOLUTION_BACKWARD, RNN_LAYER, RNN_LAYER_BACKWARD, KernelCall
+from memsim.backends.calls import CONVOLUTION, CONVOLUTION_BACKWARD, MATMUL_OPS, KernelCall
 from memsim.backends.kinds import Backend
 
 
@@ -27,7 +27,7 @@ class CudaKernels:
     notes = ("cuDNN convolution workspaces are not known without a GPU: assumed 0 (their lower bound)",)
 
     def cost(self, call: KernelCall, threads: int) -> dict:
-        return {"workspace": 0}
+        return {"workspace": 0}     # convolutions at their lower bound; cuBLAS keeps its own workspace
 
 
 class X86Kernels:
@@ -63,8 +63,8 @@ class Aarch64Kernels:
             return {"workspace": int(r.conv_forward_scratch(*_conv_args(call.args), threads=threads))}
         if call.op == CONVOLUTION_BACKWARD:
             return {"workspace": int(r.conv_backward_scratch(*call.args, threads=threads))}
-        if call.op in (RNN_LAYER, RNN_LAYER_BACKWARD) and hasattr(r, "rnn_cost"):
-            return r.rnn_cost(call, threads)
+        if call.op in MATMUL_OPS:
+            return {"workspace": int(r.matmul_scratch(call.op, call.args))}
         return {"workspace": int(call.host.get("workspace", 0)), **{int(k): v for k, v in
                                                                     call.host.get("outputs", {}).items()}}
 

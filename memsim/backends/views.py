@@ -100,7 +100,7 @@ def _cost_kernel_calls(trace, backend, threads, sizes, slopes, notes) -> None:
     for call in trace.kernel_calls:
         here = _costs_by_tensor(call, model.cost(call, threads))
         there = {}
-        if other and other != call.batch_size:
+        if other and call.batch_size is not None and other != call.batch_size:
             there = _costs_by_tensor(call, model.cost(call.at_batch(other), threads))
         for tid, nbytes in here.items():
             sizes[tid] = nbytes

@@ -16,6 +16,10 @@ WORKSPACE_LABELS = {
     "aten.convolution_backward.default": "conv_bwd_scratch",
     "aten.mkldnn_rnn_layer.default": "lstm_fwd_scratch",
     "aten.mkldnn_rnn_layer_backward.default": "lstm_bwd_scratch",
+    "aten.addmm.default": "matmul_scratch",
+    "aten.mm.default": "matmul_scratch",
+    "aten.bmm.default": "matmul_scratch",
+    "aten.baddbmm.default": "matmul_scratch",
 }
 
 

@@ -123,16 +123,36 @@ HEADERS = ["model", "batch", "optimizer", "predicted MiB", "measured MiB", "erro
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the rows as JSON to this file.")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown (for README).")
-def command(models, batches, optimizers, seq_len, max_measure, memtracker, json_path, markdown):
-    """Predicted vs measured peak (profiler, CPU) for zoo models, next to PyTorch's MemTracker."""
+@click.option("--backend", "mode", type=click.Choice(["host", "aarch64-emulated", "cuda"]), default="host",
+              show_default=True, help="host: this CPU's profiler; aarch64-emulated: PyTorch's aarch64 wheel under "
+                                      "qemu-user; cuda: the GPU present (torch.cuda peak statistics).")
+@click.option("--threads", default="1,2,4", show_default=True, help="aarch64-emulated: thread counts.")
+@click.option("--emulation-root", default=None, help="aarch64-emulated: the directory setup_aarch64.sh "
+                                                     "prepared (default $MEMSIM_EMULATION_DIR).")
+def command(models, batches, optimizers, seq_len, max_measure, memtracker, json_path, markdown, mode, threads,
+            emulation_root):
+    """Predicted vs measured peak of one training step: on this CPU (profiler, next to PyTorch's MemTracker),
+    on aarch64 under emulation, or on the GPU present."""
     import models_zoo
 
+    from memsim.cli.bench import fidelity_backends as other
     from memsim.core.units import parse_size
 
     names = split_list(models) if models else models_zoo.names()
     opts = split_list(optimizers)
     limit = parse_size(max_measure)
     _validate(names, opts, batches or "1")
+    if mode != "host":
+        if mode == "aarch64-emulated":
+            rows = other.aarch64_rows(other.check_threads(threads), emulation_root)
+            click.echo(other.format_aarch64(rows, markdown))
+        else:
+            rows = other.cuda_rows(names, batches, opts, seq_len)
+            click.echo(other.format_cuda(rows, markdown))
+        if json_path:
+            with open(json_path, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     rows = []
     for name in names:
         spec = models_zoo.spec(name)
