@@ -140,51 +140,38 @@ def _real(info: TensorInfo, batch: int | None = None, dim: int = 0):
     return torch.zeros(span, dtype=dtype).as_strided(info.shape, info.stride)
 
 
-def _profile(fn, op_name: str) -> tuple[int, int]:
-    from memsim.measure.profiler import memory_profile, op_allocations
+# Each probe runs its op(s) at once, inside one profiler session shared by all the probes of a trace (a
+# session costs ~25 ms to start and stop, more than most probes), and returns the aten op names whose
+# allocations it needs plus a function turning their (peak, net) pairs into its numbers.
 
-    with memory_profile() as profiled:
-        fn()
-    found = op_allocations(profiled.prof, op_name)
-    return found[0] if found else (0, 0)
-
-
-def _probe_convolution(call: KernelCall, batch: int) -> list[int]:
+def _probe_convolution(call: KernelCall, batch: int):
     import torch
 
     x, w, bias = call.args[0], call.args[1], call.args[2]
-    rest = call.args[3:]
+    rest = [list(a) if isinstance(a, tuple) else a for a in call.args[3:]]
     rx, rw = _real(x, batch), _real(w)
     rb = _real(bias) if isinstance(bias, TensorInfo) else None
-
-    def run():
-        out = torch.ops.aten.convolution(rx, rw, rb, *[list(a) if isinstance(a, tuple) else a for a in rest])
-        del out
-
-    peak, net = _profile(run, "aten::convolution")
-    return [max(peak - net, 0)]
+    out = torch.ops.aten.convolution(rx, rw, rb, *rest)
+    del out, rx, rw, rb
+    return ["aten::convolution"], lambda found: [max(found[0][0] - found[0][1], 0)]
 
 
-def _probe_convolution_backward(call: KernelCall, batch: int) -> list[int]:
+def _probe_convolution_backward(call: KernelCall, batch: int):
     import torch
 
     g, x, w = call.args[0], call.args[1], call.args[2]
     rest = [list(a) if isinstance(a, tuple) else a for a in call.args[3:]]
     rg, rx, rw = _real(g, batch), _real(x, batch), _real(w)
-
-    def run():
-        out = torch.ops.aten.convolution_backward(rg, rx, rw, *rest)
-        del out
-
-    peak, net = _profile(run, "aten::convolution_backward")
-    return [max(peak - net, 0)]
+    out = torch.ops.aten.convolution_backward(rg, rx, rw, *rest)
+    del out, rg, rx, rw
+    return ["aten::convolution_backward"], lambda found: [max(found[0][0] - found[0][1], 0)]
 
 
 def _rnn_batch_dim(call: KernelCall) -> int:
     return call.batch_dims()[0][1]
 
 
-def _probe_rnn_layer(call: KernelCall, batch: int) -> list[int]:
+def _probe_rnn_layer(call: KernelCall, batch: int):
     """(workspace tensor bytes, forward scratch, backward scratch) of one oneDNN LSTM layer, run forward
     and backward (the backward needs the forward's workspace), for training."""
     import torch
@@ -197,21 +184,53 @@ def _probe_rnn_layer(call: KernelCall, batch: int) -> list[int]:
     r_w = [_real(t) for t in weights]
     r_hx, r_cx = _real(hx, batch, 0), _real(cx, batch, 0)
     aten = torch.ops.aten
+    y, hy, cy, ws = aten.mkldnn_rnn_layer(r_inp, *r_w, r_hx, r_cx, reverse, list(batch_sizes), mode, hidden,
+                                          layers, biases, bidir, batch_first, True)
+    grads = (torch.zeros_like(y), torch.zeros_like(hy), torch.zeros_like(cy))
+    back = aten.mkldnn_rnn_layer_backward(r_inp, *r_w, r_hx, r_cx, y, hy, cy, *grads, reverse, mode, hidden,
+                                          layers, biases, True, bidir, list(batch_sizes), batch_first, ws)
+    ws_bytes = ws.untyped_storage().nbytes()
+    del back, y, hy, cy, ws, grads
+
+    def finish(found):
+        (fp, fn), (bp, bn) = found
+        return [ws_bytes, max(fp - fn, 0), max(bp - bn, 0)]
+
+    return ["aten::mkldnn_rnn_layer", "aten::mkldnn_rnn_layer_backward"], finish
+
+
+def _probe_matmul(call: KernelCall, batch):
+    import torch
+
+    name = call.op.split(".")[1]
+    args = [_real(a) if isinstance(a, TensorInfo) else a for a in call.args]
+    out = getattr(torch.ops.aten, name)(*args)
+    del out, args
+    return [f"aten::{name}"], lambda found: [max(found[0][0] - found[0][1], 0)]
+
+
+def run_probes(requests: list[tuple[KernelCall, int | None]]) -> list[list[int]]:
+    """Run every ``(call, batch)`` probe in one profiler session; their numbers, in order."""
+    from collections import deque
+
+    from torch.utils._python_dispatch import _disable_current_modes
+
     from memsim.measure.profiler import memory_profile, op_allocations
 
-    with memory_profile() as profiled:
-        y, hy, cy, ws = aten.mkldnn_rnn_layer(r_inp, *r_w, r_hx, r_cx, reverse, list(batch_sizes), mode, hidden,
-                                              layers, biases, bidir, batch_first, True)
-        grads = (torch.zeros_like(y), torch.zeros_like(hy), torch.zeros_like(cy))
-        back = aten.mkldnn_rnn_layer_backward(r_inp, *r_w, r_hx, r_cx, y, hy, cy, *grads, reverse, mode, hidden,
-                                              layers, biases, True, bidir, list(batch_sizes), batch_first, ws)
-        del back
-    ws_bytes = ws.untyped_storage().nbytes()
-    fwd = op_allocations(profiled.prof, "aten::mkldnn_rnn_layer")
-    bwd = op_allocations(profiled.prof, "aten::mkldnn_rnn_layer_backward")
-    fwd_extra = fwd[0][0] - fwd[0][1] if fwd else 0
-    bwd_extra = bwd[0][0] - bwd[0][1] if bwd else 0
-    return [ws_bytes, max(fwd_extra, 0), max(bwd_extra, 0)]
+    pending = []
+    with _disable_current_modes(), memory_profile() as profiled:
+        for call, batch in requests:
+            pending.append(_PROBES[call.op](call, batch))
+    queues: dict[str, deque] = {}
+    out = []
+    for names, finish in pending:
+        found = []
+        for name in names:
+            if name not in queues:
+                queues[name] = deque(op_allocations(profiled.prof, name))
+            found.append(queues[name].popleft() if queues[name] else (0, 0))
+        out.append(finish(found))
+    return out
 
 
 def _rnn_forward_args(call: KernelCall) -> KernelCall:
@@ -292,20 +311,6 @@ def _key(call: KernelCall, batch: int) -> str:
     return json.dumps([call.op, args], separators=(",", ":"), default=str)
 
 
-def _probe_matmul(call: KernelCall, batch) -> list[int]:
-    import torch
-
-    args = [_real(a) if isinstance(a, TensorInfo) else a for a in call.args]
-    op = getattr(torch.ops.aten, call.op.split(".")[1])
-
-    def run():
-        del_out = op(*args)
-        del del_out
-
-    peak, net = _profile(run, f"aten::{call.op.split('.')[1]}")
-    return [max(peak - net, 0)]
-
-
 _PROBES = {CONVOLUTION: _probe_convolution, CONVOLUTION_BACKWARD: _probe_convolution_backward,
            RNN_LAYER: _probe_rnn_layer, **{op: _probe_matmul for op in MATMUL_OPS}}
 
@@ -328,17 +333,35 @@ class HostKernels:
         self.limit = probe_limit()
         self.probes_run = 0
 
-    def _measure(self, call: KernelCall, batch: int) -> list[int]:
+    def _measure(self, call: KernelCall, batch: int | None) -> list[int]:
         key = _key(call, batch)
         hit = self.cache.get(key)
         if hit is None:
-            from torch.utils._python_dispatch import _disable_current_modes
-
-            with _disable_current_modes():
-                hit = _PROBES[call.op](call, batch)
+            hit = run_probes([(call, batch)])[0]
             self.cache.put(key, hit)
             self.probes_run += 1
         return hit
+
+    def _requests(self, call: KernelCall) -> list[tuple[KernelCall, int | None]]:
+        """The probes ``call`` needs (what :meth:`values` will measure)."""
+        if call.op in MATMUL_OPS:
+            on_x86 = self.signature["machine"] in ("x86_64", "AMD64", "amd64")
+            return [] if on_x86 else [(call, None)]
+        probe_call = _rnn_forward_args(call) if call.op == RNN_LAYER_BACKWARD else call
+        return [(probe_call, b) for b in probe_plan(probe_call, self.limit)]
+
+    def prefetch(self, calls: list[KernelCall]) -> None:
+        """Run every probe the calls need that the cache lacks, together in one profiler session."""
+        missing: dict[str, tuple] = {}
+        for call in calls:
+            for probe_call, batch in self._requests(call):
+                key = _key(probe_call, batch)
+                if self.cache.get(key) is None and key not in missing:
+                    missing[key] = (probe_call, batch)
+        if missing:
+            for key, values in zip(missing, run_probes(list(missing.values()))):
+                self.cache.put(key, values)
+            self.probes_run += len(missing)
 
     def _matmul(self, call: KernelCall) -> int:
         if self.signature["machine"] in ("x86_64", "AMD64", "amd64"):
@@ -361,6 +384,7 @@ class HostKernels:
         allocate nothing hidden on x86 (measured over the zoo's shapes), so they are probed only on other
         CPUs."""
         try:
+            self.prefetch(calls)
             for call in calls:
                 if call.op in MATMUL_OPS:
                     call.host = {"workspace": self._matmul(call)}

@@ -60,3 +60,12 @@ def format_bytes(n: float, binary: bool = True) -> str:
             return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.2f} {unit}"
         n /= base
     raise AssertionError("unreachable")
+
+
+def count_of(n: int, noun: str) -> str:
+    """``n`` followed by ``noun``, plural unless ``n`` is 1 (English nouns that take an 's').
+
+    >>> count_of(1, "thread"), count_of(4, "thread")
+    ('1 thread', '4 threads')
+    """
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -19,7 +19,7 @@ from pathlib import Path
 from memsim.core.categories import CATEGORY_COLORS
 from memsim.core.errors import InputError
 from memsim.core.names import tensor_label
-from memsim.core.units import format_bytes
+from memsim.core.units import count_of, format_bytes
 from memsim.output.format import escape, format_flops, format_seconds, is_report, shape_text
 
 GRAPH_MAX_NODES = 5000
@@ -78,7 +78,7 @@ def _verdict(report) -> str:
     if info:
         status = "validated" if info["validated"] else "<b>not validated</b>"
         box += (f'<p class="note" id="backend">Prediction for the <b>{escape(info["name"])}</b> backend'
-                + (f' with {info["threads"]} threads' if info["name"] != "cuda" else "")
+                + (f' with {count_of(info["threads"], "thread")}' if info["name"] != "cuda" else "")
                 + f" — {status}: {escape(info['validation'])}"
                 + "".join(f"<br>note: {escape(n)}" for n in info["notes"]) + "</p>")
         verdict = getattr(report, "verdict", None)

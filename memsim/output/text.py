@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from memsim.core.categories import CATEGORY_ANSI, Category
 from memsim.core.names import op_name, tensor_label
-from memsim.core.units import format_bytes
+from memsim.core.units import count_of, format_bytes
 from memsim.output.format import format_flops, format_seconds, shape_text
 from memsim.output.tables import table
 
@@ -57,7 +57,7 @@ def _fits_cell(result, color: bool) -> str:
 def _backend_line(report) -> str:
     info = report.backend_info
     kind = {"x86": "x86 CPU", "aarch64": "aarch64 CPU", "cuda": "CUDA"}.get(info["name"], info["name"])
-    threads = f", {info['threads']} threads" if info["name"] != "cuda" else ""
+    threads = f", {count_of(info['threads'], 'thread')}" if info["name"] != "cuda" else ""
     status = "validated" if info["validated"] else "NOT validated"
     return f"backend: {kind}{threads} — {status}: {info['validation']}"
 
