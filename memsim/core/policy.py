@@ -22,6 +22,12 @@ class Policy(str, Enum):
         BITMAP_INDICES: BITMAP, plus MaxPool indices in the narrowest integer type (lossless).
         BITMAP_MASK_INDICES: BITMAP with both extras (lossless).
         FP16, BF16: saved float32 activations stored in half precision (LOSSY; simulated only).
+        RECOMPUTE: the outputs of cheap ops (batch-norm apply, ReLU/ReLU6/GELU, residual add, max-pool) are
+            not stored but recomputed in backward from what is kept anyway (convolution, matmul and attention
+            outputs, batch statistics); the rest as BITMAP_MASK_INDICES (lossless; rules in
+            :mod:`memsim.core.saved_rules`).
+        PLAN: per saved tensor the cheapest choice that fits a device's budget: dense first, then bitmaps,
+            masks and narrow indices, then recompute, then block checkpointing (:mod:`memsim.simulation.plan`).
         CHECKPOINT: activation checkpointing per block (√n blocks): recomputed in backward (simulated only).
     """
 
@@ -32,6 +38,8 @@ class Policy(str, Enum):
     BITMAP_MASK_INDICES = "bitmap+mask+indices"
     FP16 = "fp16"
     BF16 = "bf16"
+    RECOMPUTE = "recompute"
+    PLAN = "plan"
     CHECKPOINT = "checkpoint"
 
     def __str__(self) -> str:
@@ -44,20 +52,20 @@ class Policy(str, Enum):
 
     @property
     def uses_bitmap(self) -> bool:
-        return self.value.startswith("bitmap")
+        return self.value.startswith("bitmap") or self in (Policy.RECOMPUTE, Policy.PLAN)
 
     @property
     def uses_mask(self) -> bool:
-        return self in (Policy.BITMAP_MASK, Policy.BITMAP_MASK_INDICES)
+        return self in (Policy.BITMAP_MASK, Policy.BITMAP_MASK_INDICES, Policy.RECOMPUTE, Policy.PLAN)
 
     @property
     def uses_indices(self) -> bool:
-        return self in (Policy.BITMAP_INDICES, Policy.BITMAP_MASK_INDICES)
+        return self in (Policy.BITMAP_INDICES, Policy.BITMAP_MASK_INDICES, Policy.RECOMPUTE, Policy.PLAN)
 
     @property
     def in_runtime(self) -> bool:
         """Whether :func:`memsim.compressed_activations` applies it for real (the others are what-ifs)."""
-        return self.uses_bitmap
+        return self.uses_bitmap and self is not Policy.PLAN
 
     @property
     def description(self) -> str:
@@ -72,5 +80,7 @@ _DESCRIPTIONS = {
     Policy.BITMAP_MASK_INDICES: "bitmap + 1-bit masks + narrow MaxPool indices (lossless)",
     Policy.FP16: "saved float32 activations stored as float16 (LOSSY)",
     Policy.BF16: "saved float32 activations stored as bfloat16 (LOSSY)",
+    Policy.RECOMPUTE: "recompute cheap ops (BN apply, ReLU, add, max-pool) in backward, bitmaps for the rest (lossless)",
+    Policy.PLAN: "per tensor, the least extra compute that fits the device (dense, bitmap, mask, recompute, checkpoint)",
     Policy.CHECKPOINT: "recompute each block's activations in backward (extra FLOPs)",
 }

@@ -57,6 +57,8 @@ class TensorRecord:
         per_sample_bytes: bytes that grow with each extra sample of the batch, when known (see
             ``Trace.attach_scaling``); ``None`` when the trace was made at one batch size only.
         output_index: which output of ``op`` made the storage (max-pool: 0 values, 1 indices).
+        writes: op indices of the in-place ops that wrote this storage (``relu_``, ``add_``: the storage
+            is their first argument), a subset of ``uses``.
     """
 
     id: int
@@ -73,6 +75,7 @@ class TensorRecord:
     uses: tuple = ()
     per_sample_bytes: int | None = None
     output_index: int = 0
+    writes: tuple = ()
 
 
 _TENSOR_FIELDS = [f for f in TensorRecord.__dataclass_fields__]
@@ -176,7 +179,7 @@ class Timeline:
             col = [getattr(t, f) for t in self.tensors]
             if f == "category":
                 col = [str(c) for c in col]
-            elif f in ("shape", "saved_by", "uses"):
+            elif f in ("shape", "saved_by", "uses", "writes"):
                 col = [list(v) for v in col]
             tensors[f] = col
         return {"ops": ops, "tensors": tensors}
@@ -192,7 +195,7 @@ class Timeline:
         for i in range(n):
             kw = {f: t[f][i] for f in _TENSOR_FIELDS if f in t}
             kw["category"] = Category(kw["category"])
-            for f in ("shape", "saved_by", "uses"):
+            for f in ("shape", "saved_by", "uses", "writes"):
                 if f in kw:
                     kw[f] = tuple(kw[f])
             tensors.append(TensorRecord(**kw))

@@ -38,6 +38,7 @@ class SavedTensorStat:
     dense_bytes: int
     encoded_bytes: int
     saved_by: list[str] = field(default_factory=list)
+    output_index: int = 0  # which output of ``op`` (batch norm: 0 its output, 1 and 2 its statistics)
 
     @property
     def sparsity(self) -> float:
@@ -53,19 +54,21 @@ class MeasuredSparsity:
     random_data: bool = False
 
     def __post_init__(self):
-        self._by_key: dict[tuple[str, str, str], list[int]] = {}
-        self._by_op: dict[tuple[str, str], list[int]] = {}
+        self._by_key: dict[tuple[str, str, str, int], list[int]] = {}
+        self._by_op: dict[tuple[str, str, int], list[int]] = {}
         for s in self.stats:
-            for table, key in ((self._by_key, (s.module, s.op, s.dtype)), (self._by_op, (s.op, s.dtype))):
+            for table, key in ((self._by_key, (s.module, s.op, s.dtype, s.output_index)),
+                               (self._by_op, (s.op, s.dtype, s.output_index))):
                 acc = table.setdefault(key, [0, 0])
                 acc[0] += s.numel
                 acc[1] += s.nnz
 
-    def lookup(self, module: str, op: str, dtype: str = "float32") -> float:
+    def lookup(self, module: str, op: str, dtype: str = "float32", output_index: int = 0) -> float:
         """Zero fraction of ``dtype`` storages produced by ``op`` in ``module`` (falls back to the op's
         average over all modules, then 0.0 = dense). Multi-output ops (BatchNorm's statistics, MaxPool's
         indices) are told apart by dtype and weighted by size, so the big output dominates."""
-        acc = self._by_key.get((module, op, dtype)) or self._by_op.get((op, dtype))
+        acc = (self._by_key.get((module, op, dtype, output_index))
+               or self._by_op.get((op, dtype, output_index)))
         if not acc or acc[0] == 0:
             return 0.0
         return 1.0 - acc[1] / acc[0]
@@ -146,7 +149,6 @@ def measure_sparsity(model, inputs, *, loss_fn=None, progress: bool | None = Non
                       stacklevel=2)
     work = copy.deepcopy(model)
     work.train()
-    names = {m: n for n, m in work.named_modules()}
     params = {p.untyped_storage().data_ptr() for p in work.parameters()}
     params |= {b.untyped_storage().data_ptr() for b in work.buffers()}
     stats: list[SavedTensorStat] = []
@@ -156,7 +158,7 @@ def measure_sparsity(model, inputs, *, loss_fn=None, progress: bool | None = Non
     count = 0
     for batch in batches:
         args = batch if isinstance(batch, tuple) else (batch,)
-        stats.extend(_measure_one(work, args, names, params, codec))
+        stats.extend(_measure_one(work, args, params, codec))
         count += 1
         if show:
             print(f"\rmeasuring sparsity: batch {count}/{len(batches)}", end="", file=sys.stderr, flush=True)
@@ -167,57 +169,42 @@ def measure_sparsity(model, inputs, *, loss_fn=None, progress: bool | None = Non
     return MeasuredSparsity(stats, batches=count, random_data=random_data)
 
 
-def _measure_one(model, args, names, params, codec) -> list[SavedTensorStat]:
+def _measure_one(model, args, params, codec) -> list[SavedTensorStat]:
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.multiprocessing.reductions import StorageWeakRef
 
-    module_stack: list[str] = [""]
-    producer: dict[int, tuple[str, str]] = {}
+    from memsim.runtime.producers import ProducerMap
 
-    class _Producers(TorchDispatchMode):
-        # Remember which (module, op) created each storage: the key a Trace uses for its activations.
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in torch.utils._pytree.tree_leaves(out):
-                if isinstance(t, torch.Tensor) and t.device.type == "cpu":
-                    ptr = t.untyped_storage().data_ptr()
-                    if ptr not in producer and ptr not in params:
-                        producer[ptr] = (module_stack[-1], str(func))
-            return out
+    producers = ProducerMap(model)
+    producers.skip |= params
 
-    def pre(mod, _):
-        module_stack.append(names.get(mod, module_stack[-1]))
-
-    def post(mod, _, __):
-        module_stack.pop()
-
-    seen: dict[int, SavedTensorStat] = {}
+    seen: dict[int, StorageWeakRef] = {}
+    stats: list[SavedTensorStat] = []
 
     def pack(t):
         if isinstance(t, torch.nn.Parameter):
             return t
         ptr = t.untyped_storage().data_ptr()
         # Inputs and other storages made outside the forward are never activations: skip them.
-        if ptr in params or ptr in seen or ptr not in producer or t.device.type != "cpu":
+        made = producers.of(t)
+        if ptr in params or made is None or t.device.type != "cpu":
             return t
-        module, op = producer[ptr]
+        if ptr in seen and not seen[ptr].expired():  # this storage was measured already
+            return t
+        module, op, position = made
         base = t.detach()
         numel = base.numel()
-        seen[ptr] = SavedTensorStat(module=module, op=op, dtype=str(t.dtype).replace("torch.", ""), numel=numel,
+        seen[ptr] = StorageWeakRef(t.untyped_storage())
+        stats.append(SavedTensorStat(module=module, op=op, dtype=str(t.dtype).replace("torch.", ""), numel=numel,
                                     nnz=int(codec.count_nonzero(base)), dense_bytes=numel * t.element_size(),
-                                    encoded_bytes=len(codec.encode(base)))
+                                    encoded_bytes=len(codec.encode(base)), output_index=position))
         return t
 
-    h1 = torch.nn.modules.module.register_module_forward_pre_hook(pre)
-    h2 = torch.nn.modules.module.register_module_forward_hook(post)
     try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _Producers():
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), producers:
             out = model(*args)
     except Exception as e:  # a user's model failing is a user error, reported with where it failed
-        raise ModelError(f"forward pass failed in module {module_stack[-1] or '(root)'!r}: "
+        raise ModelError(f"forward pass failed in module {producers.current_module or '(root)'!r}: "
                          f"{type(e).__name__}: {e}") from e
-    finally:
-        h1.remove()
-        h2.remove()
     del out
-    return list(seen.values())
+    return stats

@@ -62,6 +62,14 @@ def _backend_line(report) -> str:
     return f"backend: {kind}{threads} — {status}: {info['validation']}"
 
 
+def _plan_line(plan) -> str:
+    rung = {"none": "everything dense fits", "encode": "bitmaps, masks and narrow indices where needed",
+            "recompute": "encodings, then recompute of cheap ops where needed",
+            "checkpoint": "block checkpointing (encodings and recompute were not enough)"}[plan.rung]
+    verdict = "fits" if plan.fits else "does NOT fit even so"
+    return f"plan for {plan.device} at batch {plan.batch_size}: {rung}; {verdict}"
+
+
 def render(report, *, color: bool = False, top: int = 8) -> str:
     """The text ``memsim profile`` prints for ``report`` (sizes in binary units)."""
     meta = report.trace.meta
@@ -90,6 +98,13 @@ def render(report, *, color: bool = False, top: int = 8) -> str:
         lines += [f"  advice: {a}" for a in main.cost.advice]
     if main.max_batch_method:
         lines.append(f"max batch ({report.policy}): {main.max_batch_size}, {main.max_batch_method}")
+    plan = next((r.plan for r in report.results.values() if r.plan is not None), None)
+    if plan is not None:
+        lines += ["", _plan_line(plan)]
+        if plan.entries:
+            rows = [[r["kind"], r["tensors"], format_bytes(r["dense_bytes"]), format_bytes(r["stored_bytes"])]
+                    for r in plan.summary()]
+            lines.append(table(["storage", "tensors", "dense", "stored"], rows, right={1, 2, 3}, indent="  "))
     bd = report.breakdown
     lines += ["", f"live at the peak ({report.policy}, op {bd.index} of {report.trace.timeline.n_ops}: "
               f"{_op_label(report, bd.index)}):"]

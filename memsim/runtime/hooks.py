@@ -11,7 +11,7 @@ Inside the block every tensor autograd saves for the backward pass goes through
 tensor it is stored encoded (native codec on the CPU, torch ops on other devices) and decoded again when
 the backward needs it. Loss, gradients and updated weights are bit-identical to training without it.
 
-Policies (:class:`Policy`), all lossless:
+Policies (:class:`Policy`), all lossless, bit-identical:
 
 - ``bitmap``: the paper's method. A saved tensor is stored as bitmap + packed non-zeros when that is smaller.
 - ``bitmap+mask``: also store 1 bit per element where 1 bit is all the backward needs: the result a ReLU saves
@@ -20,6 +20,26 @@ Policies (:class:`Policy`), all lossless:
 - ``bitmap+indices``: also store integer tensors (MaxPool's int64 indices) in the narrowest integer dtype that
   holds their value range.
 - ``bitmap+mask+indices``: both extras.
+- ``recompute``: saved outputs of cheap ops are not stored at all; backward runs the op again (below). What is
+  still stored goes through ``bitmap+mask+indices``.
+
+How ``recompute`` works (:mod:`memsim.runtime.recompute`): the block also enters a ``TorchDispatchMode`` that
+records, for each call of a cheap op (:data:`memsim.core.saved_rules.RECOMPUTABLE_OPS`: ReLU, ReLU6/hardtanh,
+GELU, batch norm's output, residual add, max-pool values and indices, the clone an in-place ReLU6 saves), a
+recipe keyed by the output's storage and version (an in-place op's recipe refers to the recipe of the version
+it overwrote). When a saved tensor has a recipe whose inputs are all kept anyway (stored by these hooks: a
+convolution output batch norm saved, recomputed themselves, or parameters), only the recipe is kept (0 bytes;
+record kind ``"recompute"``), holding the entries of its inputs. Backward reruns the ops under ``no_grad``,
+in-place ones in place on the fresh intermediate; batch norm is rerun without running statistics (they are
+updated once, by the forward; its output is bit-identical). A residual chain (ResNet block outputs through the
+adds of a stage) is rebuilt from the stage's first block; the last two recomputed results are cached.
+
+Limits of ``recompute``: an input nobody saved (a convolution output followed only by a ReLU, as in VGG and
+SqueezeNet) leaves the result stored; ops outside the rules (SiLU, hardswish, LayerNorm) are stored; inputs
+smaller than ``min_bytes`` are not entries, so their users are stored; an in-place write to a dense-stored input
+is caught only inside the block (the dependent tensor is then stored before the write); a long residual
+chain costs extra elementwise work (quadratic in the blocks of a stage, halved by the cache); every op of the
+block goes through the dispatch mode (Python, a few microseconds each).
 
 When memory is really saved (read this before expecting a number):
 
@@ -75,9 +95,14 @@ from typing import Any, Iterable
 from memsim.core.choices import choose
 from memsim.core.errors import InputError
 from memsim.core.policy import Policy
+from memsim.core.saved_rules import MASK_INPUT_CLONE_NODES, MASK_RESULT_NODES
 
 #: Default of ``min_bytes``: smaller saved tensors are not worth a Python call each (bytes).
 DEFAULT_MIN_BYTES = 16 * 1024
+#: Policy recompute: how many recomputed results are kept for the next unpack: the last one asked for (a
+#: ReLU result is read by the next convolution's backward and then by the ReLU's) and the last one computed as
+#: another's input (a residual chain asks for block k, then k-1).
+_CACHE_SIZE = 2
 
 
 class Encoder(str, Enum):
@@ -127,7 +152,8 @@ class SavedRecord:
         dtype: its dtype as a string.
         dense_bytes: bytes of the dense tensor (bytes).
         stored_bytes: bytes the hooks hold for it (bytes); equal to ``dense_bytes`` when kept dense.
-        kind: representation: "dense", "bitmap", "bits", "narrow-int".
+        kind: representation: "dense", "bitmap", "bits", "narrow-int", or "recompute" (not stored at all:
+            backward runs the cheap op that made it again; ``stored_bytes`` 0).
         reason: a :class:`Reason` value.
         savers: how many pack calls shared it.
     """
@@ -165,6 +191,16 @@ class CompressionStats:
     def compressed_bytes(self) -> int:
         """Bytes held for them under the policy, parameters excluded (bytes)."""
         return sum(r.stored_bytes for r in self.records if r.reason != Reason.PARAMETER.value)
+
+    @property
+    def recomputed_count(self) -> int:
+        """Unique saved storages not stored at all but recomputed in backward (policy ``recompute``)."""
+        return sum(1 for r in self.records if r.kind == "recompute")
+
+    @property
+    def recomputed_bytes(self) -> int:
+        """Dense bytes of the saved storages recomputed in backward instead of stored (bytes)."""
+        return sum(r.dense_bytes for r in self.records if r.kind == "recompute")
 
     def by_producer(self) -> dict[str, dict[str, int]]:
         """Per producing op: count, dense bytes, stored bytes, and bytes kept dense (bytes)."""
@@ -205,9 +241,6 @@ class CompressionStats:
 # packing
 
 _EXACT, _MASK = 0, 1
-# autograd nodes whose only saved tensor is their own result, used by their backward only through a
-# comparison (threshold_backward(grad, result, 0) tests result <= 0)
-_MASK_RESULT_NODES = frozenset({"ReluBackward0"})
 
 
 class _Entry:
@@ -246,7 +279,10 @@ def _dense_layout(t) -> bool:
 class _Hooks:
     """The pack/unpack pair of one ``compressed_activations`` block."""
 
-    def __init__(self, policy: Policy, min_bytes: int, encoder: Encoder, exclude_keys: set, stats):
+    def __init__(self, policy: Policy, min_bytes: int, encoder: Encoder, exclude_keys: set, stats,
+                 recorder=None):
+        from collections import OrderedDict
+
         from torch.multiprocessing.reductions import StorageWeakRef
 
         self.policy, self.min_bytes, self.encoder = policy, min_bytes, encoder
@@ -262,6 +298,11 @@ class _Hooks:
         # (entry, candidate, key, flat) of the previous pack, when it may need only a mask (see settle)
         self._pending = None
         self._probe, self._probe_hit = None, False
+        # policy recompute: the RecipeRecorder of the block, and the last recomputed results
+        # (id(Recomputed) -> (weakref to it, op output)), at most _CACHE_SIZE, dropped when the entry dies
+        self.recorder = recorder
+        self._cache: OrderedDict = OrderedDict()
+        self._recompute_depth = 0
 
     # -- pack ---------------------------------------------------------------------------------------
     def pack(self, t):
@@ -290,10 +331,16 @@ class _Hooks:
         if entry is None:
             from memsim.runtime.store import Dense
 
-            flat = self._flat(t, whole)
             entry = _Entry()
-            candidate = self._mask_candidate(t)
-            if candidate is not None:
+            # policy recompute: an output of a cheap op whose inputs are all kept anyway is not stored
+            recomputed = self._recomputed(t, whole) if self.recorder is not None else None
+            if recomputed is None:
+                flat = self._flat(t, whole)
+                candidate = self._mask_candidate(t)
+            if recomputed is not None:
+                entry.exact, kind_reason = recomputed, ("recompute", Reason.COMPRESSED)
+                self._watch_dense_inputs(entry)
+            elif candidate is not None:
                 # maybe only a mask is needed: the next pack call tells (see settle); until then the dense
                 # tensor is held, which costs nothing extra: the op running next still uses it
                 entry.exact, kind_reason, need = Dense(flat), ("dense", Reason.NOT_SMALLER), _MASK
@@ -303,7 +350,7 @@ class _Hooks:
             self._remember(key, entry, storage)
             if self.stats is not None:
                 entry.record = SavedRecord(self._producer(t), str(t.dtype).replace("torch.", ""),
-                                           flat.numel() * itemsize, entry.nbytes, kind_reason[0],
+                                           t.numel() * itemsize, entry.nbytes, kind_reason[0],
                                            kind_reason[1].value)
                 self.stats.records.append(entry.record)
         else:
@@ -376,7 +423,7 @@ class _Hooks:
             return None
         node = t.grad_fn
         name = type(node).__name__ if node is not None else ""
-        if name in _MASK_RESULT_NODES:
+        if name in MASK_RESULT_NODES:
             return ("relu", node) if self._is_own_relu_result(t) else None
         if name == "CloneBackward0" and t._version == 0 and node.next_functions:
             source = node.next_functions[0][0]
@@ -450,6 +497,127 @@ class _Hooks:
 
         entries[key] = (weakref.ref(entry, forget), self._weak(storage))
 
+    # -- recompute (policy recompute; memsim.runtime.recompute) ----------------------------------------
+    def pack_quietly(self, t):
+        """:meth:`pack` with the recorder off, so the hooks' own ops are never taken for the model's."""
+        recorder = self.recorder
+        recorder.recording, was = False, recorder.recording
+        try:
+            return self.pack(t)
+        finally:
+            recorder.recording = was
+
+    def _recomputed(self, t, whole: bool):
+        """A :class:`~memsim.runtime.recompute.Recomputed` for ``t`` when a recipe made its storage version and
+        every tensor the recipe needs is kept anyway, else None."""
+        from memsim.runtime.recompute import Recomputed, build_plan
+
+        recipe = self.recorder.lookup(t)
+        if recipe is None:
+            return None
+        plan = build_plan(recipe, self._find_entry)
+        return Recomputed(self, plan, t, whole) if plan is not None else None
+
+    def _watch_dense_inputs(self, entry) -> None:
+        """A dense-stored input of ``entry``'s plan shares its storage with the live tensor: if an op is about
+        to overwrite it, store ``entry`` after all (recomputed now, while the inputs still hold their values)."""
+        import weakref
+
+        from memsim.runtime.recompute import plan_leaves
+        from memsim.runtime.store import Dense
+
+        for leaf in plan_leaves(entry.exact.plan):
+            rep = leaf.entry.exact
+            if isinstance(rep, Dense):
+                flat = rep.flat
+                key = (flat.untyped_storage().data_ptr(), flat.untyped_storage().nbytes(), leaf.version,
+                       flat.dtype)
+                ref = weakref.ref(entry)
+                self.recorder.watch(key, ref, lambda ref=ref: self._store_instead(ref()))
+
+    def _store_instead(self, entry) -> None:
+        """Turn a recomputed ``entry`` (if still alive and recomputed) into a stored one."""
+        if entry is None or entry.exact is None or entry.exact.kind != "recompute":
+            return
+        rep = entry.exact
+        flat = rep.restore()
+        self._cache.pop(id(rep), None)
+        entry.exact, kind_reason = self._encode_exact(flat, False)
+        self._update_record(entry, kind_reason)
+
+    def _find_entry(self, ref):
+        """(entry, whole) of a live entry holding the exact values of ``ref``'s storage version: stored (a
+        dense one only while its storage still has that version) or recomputed itself; else (None, False)."""
+        from memsim.runtime.store import Dense
+
+        for key, whole in ((ref.key, True), ((*ref.key, ref.offset, ref.size, ref.stride), False)):
+            found = self.entries.get(key)
+            entry = found[0]() if found is not None else None
+            # the very storage the op read (its pointer may belong to a new storage by now; a recomputed or
+            # encoded entry outlives its storage), and exact values (not only a mask)
+            if entry is None or found[1] != ref.storage or entry.exact is None:
+                continue
+            if isinstance(entry.exact, Dense) and entry.exact.flat._version != ref.key[2]:
+                continue
+            return entry, whole
+        return None, False
+
+    def _restore_leaf(self, leaf):
+        """The tensor a plan's :class:`~memsim.runtime.recompute.EntryLeaf` stands for (read only)."""
+        from memsim.runtime.recompute import Modified
+        from memsim.runtime.store import Dense
+
+        rep = leaf.entry.exact
+        if rep.kind == "recompute":
+            out = self.recompute(rep)
+            if rep.whole:
+                return out.as_strided(leaf.size, leaf.stride, leaf.offset)
+            return out.as_strided(rep.size, rep.stride, rep.offset)
+        if isinstance(rep, Dense) and rep.flat._version != leaf.version:
+            raise Modified("memsim recompute: a saved tensor needed to recompute another one was modified by an "
+                           "inplace operation before backward")
+        return self.unpack(_Packed(leaf.entry, leaf.size, leaf.stride, leaf.offset, _EXACT, leaf.whole))
+
+    def recompute(self, rep):
+        """The output of ``rep``'s op, run again (or the cached result of its last run)."""
+        import weakref
+
+        import torch
+
+        from memsim.runtime.recompute import run_plan
+
+        cache = self._cache
+        hit = cache.get(id(rep))
+        if hit is not None and hit[0]() is rep:
+            cache.move_to_end(id(rep))
+            return hit[2]
+        recorder = self.recorder
+        was = recorder.recording if recorder is not None else False
+        if recorder is not None:
+            recorder.recording = False
+        # a result computed as another one's input (the previous block of a residual chain) is asked for
+        # next; it gets its own cache slot so that the tensors in between do not push it out
+        inner = self._recompute_depth > 0
+        self._recompute_depth += 1
+        try:
+            with torch.no_grad():
+                out = run_plan(rep.plan, self._restore_leaf)
+        finally:
+            self._recompute_depth -= 1
+            if recorder is not None:
+                recorder.recording = was
+
+        def evict(_ref, key=id(rep)):
+            found = cache.get(key)
+            if found is not None and found[0] is _ref:
+                del cache[key]
+
+        for key, (_, was_inner, _) in list(cache.items()):   # one slot for each kind (_CACHE_SIZE in all)
+            if was_inner == inner:
+                del cache[key]
+        cache[id(rep)] = (weakref.ref(rep, evict), inner, out)
+        return out
+
     # -- encoders --------------------------------------------------------------------------------------
     def _use_native(self, flat) -> bool:
         if self.encoder is Encoder.AUTO:
@@ -505,7 +673,8 @@ class _Hooks:
             nnz = int(bits.count_nonzero())
             if flat.is_complex():
                 nnz = int(bits.view(-1, 2).ne(0).any(1).count_nonzero())
-        if self.policy.uses_mask and nnz > 0 and not flat.is_complex() and source_is_leaf:
+        if (self.policy.uses_mask and nnz > 0 and not flat.is_complex() and source_is_leaf
+                and rs.Bits.encoded_size(flat) < nbytes):
             # only tensors made outside autograd (dropout noise, masks) are tried: a layer's output is
             # never two-valued in practice, and the test costs two passes over the data
             two_valued = self._two_valued(flat, bits, nnz)
@@ -538,8 +707,13 @@ class _Hooks:
         if self._probe is not None:  # a _saved_by question, not a backward
             self._probe_hit = self._probe_hit or (isinstance(packed, _Packed) and packed.entry is self._probe)
             return torch.empty(0)
+        if self._pending is not None:  # the backward has begun: no later pack can tell about the candidate
+            self.settle(None)
         if isinstance(packed, torch.Tensor):
             return packed
+        rep = packed.entry.exact
+        if rep is not None and rep.kind == "recompute":
+            return self.recompute(rep).as_strided(packed.size, packed.stride, 0 if rep.whole else rep.offset)
         flat = packed.entry.restore(packed.need)
         if packed.whole:
             return flat.as_strided(packed.size, packed.stride, packed.offset)
@@ -558,7 +732,7 @@ def _find_hardtanh(start, source, depth: int = 3):
         for node in frontier:
             if node is None:
                 continue
-            if (type(node).__name__ == "HardtanhBackward0" and node.next_functions
+            if (type(node).__name__ in MASK_INPUT_CLONE_NODES and node.next_functions
                     and node.next_functions[0][0] is source):
                 return node
             nxt.extend(f for f, _ in node.next_functions[:2])
@@ -591,7 +765,7 @@ class compressed_activations:
 
     Args:
         policy: a :class:`Policy` or its value: "bitmap" (default), "bitmap+mask", "bitmap+indices",
-            "bitmap+mask+indices".
+            "bitmap+mask+indices", "recompute" (cheap ops' outputs rebuilt in backward; see module docstring).
         min_bytes: saved tensors smaller than this are left alone (bytes; default 16 KiB).
         encoder: a :class:`Encoder` or its value: "auto" (default), "native", "torch".
         exclude: tensors or modules whose storages must never be compressed (e.g. the model, so its
@@ -624,6 +798,7 @@ class compressed_activations:
         self.exclude = exclude
         self.stats: CompressionStats | None = CompressionStats() if collect_stats else None
         self._hooks_cm = None
+        self._recorder = None
 
     def _exclude_keys(self) -> set:
         import torch
@@ -648,20 +823,39 @@ class compressed_activations:
         if self._hooks_cm is not None:
             raise RuntimeError("this compressed_activations block is already active; make a new one")
         _require_native_codec(self.encoder)
-        hooks = _Hooks(self.policy, self.min_bytes, self.encoder, self._exclude_keys(), self.stats)
-        self._hooks = hooks
-        self._hooks_cm = torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack)
-        self._hooks_cm.__enter__()
+        recorder = None
+        if self.policy is Policy.RECOMPUTE:
+            from memsim.runtime.recompute import RecipeRecorder
+
+            recorder = RecipeRecorder()
+        hooks = _Hooks(self.policy, self.min_bytes, self.encoder, self._exclude_keys(), self.stats, recorder)
+        cm = torch.autograd.graph.saved_tensors_hooks(hooks.pack if recorder is None else hooks.pack_quietly,
+                                                      hooks.unpack)
+        if recorder is not None:
+            recorder.__enter__()
+        try:
+            cm.__enter__()
+        except BaseException:
+            if recorder is not None:
+                recorder.__exit__(None, None, None)
+            raise
+        self._hooks, self._hooks_cm, self._recorder = hooks, cm, recorder
         return self
 
     def __exit__(self, *exc) -> None:
         cm, self._hooks_cm = self._hooks_cm, None
         hooks, self._hooks = self._hooks, None
+        recorder, self._recorder = self._recorder, None
         try:
             if hooks._pending is not None:
                 hooks.settle(None)
         finally:
-            cm.__exit__(*exc)
+            try:
+                cm.__exit__(*exc)
+            finally:
+                if recorder is not None:
+                    recorder.__exit__(*exc)
+                    recorder.clear()   # plans made so far hold no recipe; later ops are not ours
 
 
 def _native_codec_available() -> bool:

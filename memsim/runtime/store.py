@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from memsim.core.saved_rules import mask_bytes, narrow_int_name
+
 # bit i of byte k holds element 8k+i (numpy's bitorder="little")
 _BIT_WEIGHTS = {}
 
@@ -196,7 +198,7 @@ class Bits:
 
     @staticmethod
     def encoded_size(flat: torch.Tensor) -> int:
-        return (flat.numel() + 7) // 8 + 2 * flat.element_size()
+        return mask_bytes(flat.numel(), flat.element_size())
 
     @classmethod
     def encode(cls, pred: torch.Tensor, one: torch.Tensor, zero: torch.Tensor, invert: bool = False) -> "Bits":
@@ -225,25 +227,11 @@ class Bits:
         return torch.where(mask, self.one, self.zero)
 
 
-#: integer dtypes tried from the narrowest, with their value range
-_NARROW = [
-    (torch.uint8, 0, 255),
-    (torch.int8, -128, 127),
-    (torch.int16, -(2 ** 15), 2 ** 15 - 1),
-    (torch.uint16, 0, 2 ** 16 - 1),
-    (torch.int32, -(2 ** 31), 2 ** 31 - 1),
-]
-
-
 def narrow_dtype(lo: int, hi: int, itemsize: int, allow_uint16: bool = True):
     """The narrowest integer dtype holding ``[lo, hi]`` that is smaller than ``itemsize`` bytes, or None.
     ``allow_uint16=False`` skips uint16 (few CUDA kernels handle it)."""
-    for dtype, dlo, dhi in _NARROW:
-        if dtype == torch.uint16 and not allow_uint16:
-            continue
-        if dlo <= lo and hi <= dhi and dtype.itemsize < itemsize:
-            return dtype
-    return None
+    name = narrow_int_name(lo, hi, itemsize, allow_uint16)
+    return getattr(torch, name) if name is not None else None
 
 
 class NarrowInt:

@@ -17,6 +17,11 @@ bitmap+mask+indices  yes       bitmap, plus: a tensor saved only for a mask (ReL
                                in the narrowest integer type that holds the input plane (the same
                                name and rules as ``memsim.compressed_activations``)
 fp16 / bf16          NO        saved float32 activations stored in half precision
+recompute            yes       outputs of cheap ops (batch-norm apply, ReLU/ReLU6/GELU, residual add,
+                               max-pool) are not stored when their inputs are kept anyway; backward
+                               rebuilds them (rules: :mod:`memsim.core.saved_rules`); the rest as
+                               bitmap+mask+indices
+plan                 yes       per tensor, the choices of :mod:`memsim.simulation.plan` (``kinds=``)
 checkpoint           yes       activation checkpointing per block: a block keeps only its input;
                                its activations are recomputed in backward (one extra forward)
 ===================  ========  ===================================================================
@@ -46,6 +51,9 @@ from memsim.core.dtypes import itemsize
 from memsim.core.choices import choose, split_list
 from memsim.core.errors import InputError
 from memsim.core.policy import Policy
+from memsim.core.saved_rules import (MASK_INPUT_CLONE_NODES, MASK_NOISE_NODES, MASK_RESULT_NODES,
+                                     RECOMPUTE_FLOPS_PER_ELEMENT, index_width, mask_bytes, op_packet,
+                                     recomputable_output)
 from memsim.core.timeline import _interval_sum, category_interval_sums
 from memsim.core.trace import Trace
 
@@ -74,9 +82,6 @@ def parse_policies(value: str | Policy | list) -> list[Policy]:
 # ---------------------------------------------------------------------------------------------------
 # Sparsity: which fraction of a saved activation's elements are zero.
 
-# Autograd nodes whose saved tensor is only consulted as a mask (x > 0, lo < x < hi, dropout keep-mask).
-MASK_ONLY_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "NativeDropoutBackward0",
-                   "Relu6Backward0", "LeakyReluBackward0"}
 # Nodes saving the output of an op that creates zeros: the float sparsity applies to these tensors.
 SPARSE_PRODUCER_NODES = {"ReluBackward0", "ThresholdBackward0", "HardtanhBackward0", "Relu6Backward0",
                          "NativeDropoutBackward0"}
@@ -118,7 +123,7 @@ class SparsityModel:
         if v is None:
             return 0.0
         if hasattr(v, "lookup"):
-            return float(v.lookup(t.module, t.op, t.dtype))
+            return float(v.lookup(t.module, t.op, t.dtype, t.output_index))
         if not _is_sparse_producer(trace, t):
             return 0.0
         if isinstance(v, dict):
@@ -168,6 +173,8 @@ class CostedTimeline:
     extra_flops: int = 0
     codec_bytes: int = 0
     converted_bytes: int = 0  # dense bytes cast to half precision (fp16/bf16)
+    kinds: np.ndarray | None = None  # KIND_* per tensor id: how each storage is held
+    stored_bytes: np.ndarray | None = None  # bytes held per tensor id between forward and backward
     notes: list[str] = field(default_factory=list)
 
     def memory_curve(self) -> np.ndarray:
@@ -262,11 +269,16 @@ class _Context:
             if bwd:
                 self.bwd_first[t.id], self.bwd_last[t.id] = min(bwd), max(bwd)
             names = _saving_node_names(trace, t)
-            self.mask_only[t.id] = bool(names) and all(nm in MASK_ONLY_NODES for nm in names)
+            self.mask_only[t.id] = bool(names) and all(_mask_only_save(tl, t, nm) for nm in names)
             if t.dtype == "int64" and any(nm.startswith("MaxPool") for nm in names):
                 self.index_width[t.id] = _index_width(trace, t)
+            elif t.dtype == "int64" and any(nm.startswith("EmbeddingBackward") for nm in names):
+                self.index_width[t.id] = _embedding_index_width(trace, t)
             self.sparse_producer[t.id] = _is_sparse_producer(trace, t)
         self.blocks = _checkpoint_blocks(trace)
+        self.recompute_inputs, self.recompute_flops = _recompute_plan(trace, self)
+        self.recomputable = np.zeros(n, dtype=bool)
+        self.recomputable[list(self.recompute_inputs)] = True
         self._sparsity: dict[int, tuple[object, np.ndarray]] = {}
 
     def sparsity(self, trace: Trace, model: SparsityModel) -> np.ndarray:
@@ -280,6 +292,88 @@ class _Context:
             out[i] = model.of(trace, trace.timeline.tensors[i])
         self._sparsity[key] = (model.value, out)
         return out
+
+
+def _mask_only_save(tl, t, node_name: str) -> bool:
+    """Whether a save of storage ``t`` by autograd node ``node_name`` needs only a mask
+    (:mod:`memsim.core.saved_rules`): a ReLU's own result, the input clone of an in-place hardtanh, or
+    dropout noise (made by ``bernoulli_`` outside autograd)."""
+    if node_name in MASK_RESULT_NODES:
+        return True
+    if node_name in MASK_INPUT_CLONE_NODES:
+        # the runtime proves the clone is hardtanh's through the next layer saving hardtanh's result
+        return op_packet(t.op) == "aten.clone" and any(
+            tl.tensors[j].saved_by for j in _read_by(tl, t.birth) if j != t.id)
+    if node_name in MASK_NOISE_NODES:
+        return any(op_packet(tl.ops[w].name) == "aten.bernoulli_" for w in t.writes)
+    return False
+
+
+def _read_by(tl, op: int) -> list[int]:
+    """Ids of the storages op ``op`` reads (uses it)."""
+    return [u.id for u in tl.tensors if op in u.uses]
+
+
+def _recompute_plan(trace: Trace, ctx: "_Context") -> tuple[dict[int, list[int]], dict[int, int]]:
+    """Which saved activations ``recompute`` rebuilds in backward (:mod:`memsim.core.saved_rules`).
+
+    Returns ``{tensor id: ids of the recomputable storages it is computed from}`` for every recomputable
+    storage, and ``{tensor id: FLOPs of recomputing it once, its recomputable inputs included}`` (at the
+    traced batch). A storage qualifies when the op that made it and every in-place op that wrote it in the
+    forward pass are cheap ops, and every other storage those ops read is kept anyway: a parameter, buffer
+    or input, an activation some autograd node saves, or itself recomputable (saved or not: a downsample
+    branch's batch-norm output feeds the residual add without being saved).
+    """
+    tl = trace.timeline
+    tensors, ops = tl.tensors, tl.ops
+    reads: dict[int, list[int]] = {}
+    for t in tensors:
+        for u in t.uses:
+            reads.setdefault(u, []).append(t.id)
+    forward = {i for i, o in enumerate(ops) if Phase(o.phase) in (Phase.FORWARD, Phase.LOSS)}
+    forward_writes = {t.id: [w for w in t.writes if w in forward] for t in tensors if t.writes}
+    # (storage id, number of in-place writes its value has had) -> the storages it is rebuilt from
+    memo: dict[tuple[int, int], list[int] | None] = {}
+    flops: dict[tuple[int, int], int] = {}
+
+    def chain(i: int, before: int) -> list[int] | None:
+        """How storage ``i``'s value as read by op ``before`` is rebuilt (its maker and the in-place
+        writes before that op), or None when it cannot be."""
+        t = tensors[i]
+        writes = [w for w in forward_writes.get(i, ()) if w < before]
+        key = (i, len(writes))
+        if key in memo:
+            return memo[key]
+        memo[key] = None  # no cycles: a value is never computed from itself
+        if not (t.op and recomputable_output(t.op, t.output_index)
+                and all(recomputable_output(ops[w].name, 0) for w in writes)):
+            return None
+        inputs: list[int] = []
+        rebuilt: list[tuple[int, int]] = []  # the (storage, writes) values rebuilt on the way
+        for op in (t.birth, *writes):
+            for j in reads.get(op, ()):
+                if j == i:
+                    continue
+                if not ctx.activation[j] and Category(tensors[j].category) is not Category.TEMPORARY:
+                    continue  # parameters, buffers, inputs: alive anyway
+                if chain(j, op) is not None:
+                    inputs.append(j)
+                    rebuilt.append((j, sum(1 for w in forward_writes.get(j, ()) if w < op)))
+                # kept anyway: saved, and not overwritten in place after this op read it
+                elif not (ctx.activation[j] and tensors[j].saved_by
+                          and not any(w > op for w in forward_writes.get(j, ()))):
+                    return None
+        memo[key] = sorted(set(inputs))
+        numel = t.nbytes // max(1, itemsize(t.dtype))
+        flops[key] = (sum(RECOMPUTE_FLOPS_PER_ELEMENT.get(op_packet(ops[o].name), 1) for o in (t.birth, *writes))
+                      * numel + sum(flops[k] for k in set(rebuilt)))
+        return memo[key]
+
+    end = len(ops)
+    found = {t.id: chain(t.id, end) for t in tensors if t.saved_by}
+    final = {i: (i, len(forward_writes.get(i, ()))) for i in found}
+    return ({i: v for i, v in found.items() if v is not None},
+            {i: flops[final[i]] for i, v in found.items() if v is not None})
 
 
 def _context(trace: Trace) -> _Context:
@@ -301,12 +395,45 @@ def _codec_sizes(trace: Trace, ctx: _Context, sparsity: np.ndarray, sizes: np.nd
     return out
 
 
-def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: int | None = None) -> CostedTimeline:
+#: Storage kinds of :func:`apply_policy` (``CostedTimeline.kinds``): how each saved activation is held.
+KIND_DENSE, KIND_CODEC, KIND_MASK, KIND_NARROW, KIND_CAST, KIND_CHECKPOINT, KIND_RECOMPUTE = range(7)
+KIND_NAMES = {KIND_DENSE: "dense", KIND_CODEC: "bitmap", KIND_MASK: "mask", KIND_NARROW: "narrow-int",
+              KIND_CAST: "half", KIND_CHECKPOINT: "checkpoint", KIND_RECOMPUTE: "recompute"}
+_BIG = np.iinfo(np.int64).max
+
+
+def storage_options(trace: Trace, policy: Policy, model: SparsityModel, sizes: np.ndarray) -> dict[int, np.ndarray]:
+    """Bytes each activation would be stored in under every kind ``policy`` allows (int64 max where a kind
+    does not apply), ``{kind: bytes per tensor id}``, at the dense ``sizes`` given."""
+    ctx = _context(trace)
+    act = ctx.activation & (sizes > 0)
+    numel = sizes // ctx.itemsize
+    out: dict[int, np.ndarray] = {}
+
+    def option(applies, size):
+        return np.where(applies, size, _BIG).astype(np.int64)
+
+    if policy.uses_bitmap:
+        out[KIND_CODEC] = option(act, _codec_sizes(trace, ctx, ctx.sparsity(trace, model), sizes))
+    if policy.uses_mask:
+        out[KIND_MASK] = option(act & ctx.mask_only, mask_bytes(numel, ctx.itemsize))
+    if policy.uses_indices:
+        out[KIND_NARROW] = option(act & (ctx.index_width > 0), numel * ctx.index_width)
+    if policy in (Policy.FP16, Policy.BF16):
+        out[KIND_CAST] = option(act & ctx.is_float32, sizes // 2)
+    if policy in (Policy.RECOMPUTE, Policy.PLAN):
+        out[KIND_RECOMPUTE] = option(act & ctx.recomputable, np.zeros(ctx.n, dtype=np.int64))
+    return out
+
+
+def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: int | None = None,
+                 kinds: np.ndarray | None = None) -> CostedTimeline:
     """Intervals and price of one policy on ``trace`` (optionally scaled to ``batch_size``).
 
     A stored activation becomes three intervals: dense from its birth to its last forward read, the stored
-    form from its birth to its death, and the dense copy restored for backward from its first to its last
-    backward read.
+    form from its birth to its death, and the dense copy restored (decoded or recomputed) for backward from
+    its first to its last backward read. Each activation takes the smallest form ``policy`` allows, or, with
+    ``kinds`` (a plan: one ``KIND_*`` per tensor id), the form given there when it is smaller than dense.
     """
     policy = policy if isinstance(policy, Policy) else parse_policies(policy)[0]
     model = sparsity if isinstance(sparsity, SparsityModel) else SparsityModel(sparsity)
@@ -314,26 +441,13 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
     tl = trace.timeline
     sizes = dense_sizes(trace, batch_size)
     n = ctx.n
-    big = np.iinfo(np.int64).max
-    stored = np.full(n, big, dtype=np.int64)
-    kind = np.zeros(n, dtype=np.int8)  # 0 dense, 1 codec, 2 mask, 3 narrow, 4 cast, 5 recompute
-    act = ctx.activation & (sizes > 0)
-
-    def offer(mask, size, k):
-        better = mask & (size < stored)
+    stored = np.full(n, _BIG, dtype=np.int64)
+    kind = np.zeros(n, dtype=np.int8)
+    out = CostedTimeline(policy, tl.n_ops, *(np.zeros(0, np.int64) for _ in range(5)))
+    for k, size in storage_options(trace, Policy.PLAN if kinds is not None else policy, model, sizes).items():
+        better = (size < stored) if kinds is None else (kinds == k)
         stored[better] = size[better]
         kind[better] = k
-
-    out = CostedTimeline(policy, tl.n_ops, *(np.zeros(0, np.int64) for _ in range(5)))
-    if policy.uses_bitmap:
-        offer(act, _codec_sizes(trace, ctx, ctx.sparsity(trace, model), sizes), 1)
-    numel = sizes // ctx.itemsize
-    if policy.uses_mask:
-        offer(act & ctx.mask_only, (numel + 7) // 8 + 64, 2)
-    if policy.uses_indices:
-        offer(act & (ctx.index_width > 0), numel * ctx.index_width, 3)
-    if policy in (Policy.FP16, Policy.BF16):
-        offer(act & ctx.is_float32, sizes // 2, 4)
     keep = (kind > 0) & (stored < sizes)
     kind[~keep] = 0
 
@@ -347,15 +461,21 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
                 start[b] = min(start.get(b, tl.n_ops), int(ctx.bwd_first[i]))
         for i in ids:
             recompute_start[i] = start.get(ctx.blocks[int(i)], ctx.death[i])
-        kind[ids] = 5
+        kind[ids] = KIND_CHECKPOINT
         out.extra_flops = sum(o.flops for o in tl.ops
                               if Phase(o.phase) is Phase.FORWARD and _block_of(o.module, set(ctx.blocks.values())))
         out.notes.append(f"{len(set(ctx.blocks.values()))} checkpointed blocks")
 
     dense = kind == 0
-    packed = (kind > 0) & (kind < 5)
+    packed = (kind > 0) & (kind != KIND_CHECKPOINT)
     restored = packed & (ctx.bwd_first >= 0)
-    recompute = kind == 5
+    chain_birth, chain_size, chain_src = _recompute_transients(ctx, kind == KIND_RECOMPUTE, sizes)
+    if (kind == KIND_RECOMPUTE).any():
+        scale = sizes / np.maximum(ctx.size0, 1)
+        out.extra_flops = int(sum(ctx.recompute_flops[int(i)] * scale[i] * max(1, len(tl.tensors[i].saved_by))
+                                  for i in np.nonzero(kind == KIND_RECOMPUTE)[0]))
+        out.notes.append(f"{int((kind == KIND_RECOMPUTE).sum())} saved activations recomputed in backward")
+    recompute = kind == KIND_CHECKPOINT
     changed = ~dense
     ids = np.arange(n, dtype=np.int64)
     parts = [
@@ -364,6 +484,7 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
         (ctx.birth[packed], ctx.death[packed], stored[packed], ids[packed]),
         (ctx.bwd_first[restored], ctx.bwd_last[restored], sizes[restored], ids[restored]),
         (recompute_start[recompute], ctx.death[recompute], sizes[recompute], ids[recompute]),
+        (chain_birth, chain_birth, chain_size, chain_src),
     ]
     birth = np.concatenate([p[0] for p in parts])
     death = np.concatenate([p[1] for p in parts])
@@ -372,13 +493,28 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
     valid = (nbytes > 0) & (death >= birth)
     out.birth, out.death, out.nbytes, out.source = birth[valid], death[valid], nbytes[valid], source[valid]
     out.category = ctx.category[out.source]
-    out.codec_bytes = int(sizes[kind == 1].sum())
-    out.converted_bytes = int(sizes[kind == 4].sum())
+    out.kinds = kind
+    out.stored_bytes = np.where(kind == KIND_DENSE, sizes, np.where(kind == KIND_CHECKPOINT, 0, stored))
+    out.codec_bytes = int(sizes[kind == KIND_CODEC].sum())
+    out.converted_bytes = int(sizes[kind == KIND_CAST].sum())
     return out
 
 
+def _recompute_transients(ctx: _Context, recomputed: np.ndarray, sizes: np.ndarray):
+    """(op, bytes, tensor id) of the inputs rebuilt on the way when a recomputed storage is computed from
+    other recomputed storages (a residual block output from the previous block's): alive for that op."""
+    birth, size, src = [], [], []
+    for i in np.nonzero(recomputed & (ctx.bwd_first >= 0))[0]:
+        for j in ctx.recompute_inputs.get(int(i), ()):
+            if recomputed[j] or not ctx.activation[j]:  # not saved: always rebuilt on the way
+                birth.append(int(ctx.bwd_first[i]))
+                size.append(int(sizes[j]))
+                src.append(j)
+    return (np.asarray(birth, dtype=np.int64), np.asarray(size, dtype=np.int64), np.asarray(src, dtype=np.int64))
+
+
 def _index_width(trace: Trace, t) -> int:
-    """Bytes per MaxPool index when stored in the narrowest integer type holding the input plane size."""
+    """Bytes per MaxPool index when stored in the narrowest integer type holding the input plane's indices."""
     g = trace.graph
     plane = None
     for node in t.saved_by:
@@ -388,7 +524,20 @@ def _index_width(trace: Trace, t) -> int:
                 plane = int(np.prod(o.shape[-2:]))
     if plane is None:
         return 4
-    return 1 if plane <= 256 else 2 if plane <= 65536 else 4
+    return index_width(plane - 1)
+
+
+def _embedding_index_width(trace: Trace, t) -> int:
+    """Bytes per token index saved by an embedding, narrowed to hold the table's rows (the runtime narrows
+    by the values it sees, which never exceed them); 0 (not narrowed) when the table is not found."""
+    tl = trace.timeline
+    for u in t.uses:
+        if tl.ops[u].name.startswith("aten.embedding."):
+            rows = [w.shape[0] for w in tl.tensors if u in w.uses and w.id != t.id and len(w.shape) == 2]
+            if rows:
+                width = index_width(int(rows[0]) - 1)
+                return width if width < 8 else 0
+    return 0
 
 
 def _block_of(module: str, blocks: set[str]) -> str | None:

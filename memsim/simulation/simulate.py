@@ -32,6 +32,7 @@ from memsim.simulation import devices
 from memsim.core.categories import Category
 from memsim.core.errors import InputError
 from memsim.core.names import tensor_label
+from memsim.simulation.plan import Plan, make_plan
 from memsim.simulation.policies import CostedTimeline, Policy, SparsityModel, apply_policy, parse_policies
 from memsim.core.trace import Breakdown, Trace
 
@@ -65,6 +66,7 @@ class PolicyResult:
     lossy: bool
     cost: DeviceCost | None = None
     max_batch_method: str = ""
+    plan: "Plan | None" = None
 
     def set_max_batch(self, size: int | None, method: str, batch: int | None) -> None:
         """Record the max batch size and make ``fits`` at ``batch`` agree with it: a CI gate must pass at every
@@ -94,6 +96,7 @@ class PolicyResult:
             "allocated_bytes": self.allocated_bytes,
             "reserved_bytes": self.reserved_bytes,
             "max_batch_method": self.max_batch_method,
+            **({"plan": self.plan.to_dict()} if self.plan is not None else {}),
         }
 
 
@@ -319,7 +322,10 @@ def with_backend(dev, backend: str | None):
 
 
 def _evaluate(trace, dev, policy, model, margin, batch_size, search, exact: bool = True) -> PolicyResult:
-    costed = apply_policy(trace, policy, model, batch_size)
+    plan = make_plan(trace, dev, model, margin=margin, batch_size=batch_size) if policy is Policy.PLAN else None
+    kinds = plan.kinds if plan is not None and plan.policy is Policy.PLAN else None
+    priced = plan.policy if plan is not None else policy
+    costed = apply_policy(trace, priced, model, batch_size, kinds=kinds)
     cost = device_cost(costed, dev, margin)
     bandwidth = float(getattr(dev, "bandwidth_bytes_per_s", 0) or 0)
     codec_seconds = 2 * costed.codec_bytes / (CODEC_BANDWIDTH_FRACTION * bandwidth) if bandwidth else 0.0
@@ -328,22 +334,23 @@ def _evaluate(trace, dev, policy, model, margin, batch_size, search, exact: bool
                         device_peak_bytes=cost.device_peak_bytes, fits=cost.fits,
                         headroom_bytes=cost.usable_bytes - cost.device_peak_bytes, max_batch_size=None,
                         extra_flops=int(costed.extra_flops), codec_seconds=codec_seconds,
-                        lossy=not policy.lossless, cost=cost)
+                        lossy=not policy.lossless, cost=cost, plan=plan)
     if search:
-        found = _max_batch(trace, dev, policy, model, margin, exact)
+        found = _max_batch(trace, dev, priced, model, margin, exact, kinds)
         result.set_max_batch(found.size, found.method, batch_size or trace.batch_size)
     return result
 
 
-def _max_batch(trace, dev, policy, model, margin, exact: bool):
-    """Largest batch such that every batch from 1 to it fits (:func:`memsim.simulation.verdict.max_batch`)."""
+def _max_batch(trace, dev, policy, model, margin, exact: bool, kinds=None):
+    """Largest batch such that every batch from 1 to it fits (:func:`memsim.simulation.verdict.max_batch`);
+    with ``kinds``, under that plan's fixed choices."""
     fixed = int(dev.runtime_bytes) + int(dev.os_reserved_bytes)
     capacity = int(dev.total_bytes * (1.0 - margin)) - fixed
 
     def fits_at(b: int) -> bool:
-        return step_fits(apply_policy(trace, policy, model, b), dev, margin)
+        return step_fits(apply_policy(trace, policy, model, b, kinds=kinds), dev, margin)
 
     def peak_at(b: int) -> int:
-        return apply_policy(trace, policy, model, b).peak_bytes
+        return apply_policy(trace, policy, model, b, kinds=kinds).peak_bytes
 
     return max_batch(fits_at, peak_at, capacity, monotone=dev.allocator is AllocatorKind.CPU, exact=exact)

@@ -21,7 +21,7 @@ class StorageEntry:
     """A storage seen during tracing (mutable; becomes a :class:`memsim.core.timeline.TensorRecord`)."""
 
     __slots__ = ("nbytes", "dtype", "shape", "category", "birth", "death", "module", "op", "name",
-                 "saved_by", "uses", "param", "output_index")
+                 "saved_by", "uses", "param", "output_index", "writes")
 
     def __init__(self, nbytes, dtype, shape, birth, category=None, module="", op="", name=""):
         self.nbytes = nbytes
@@ -37,6 +37,7 @@ class StorageEntry:
         self.uses: list[int] = []
         self.param = ""          # for optimizer state: the parameter it belongs to
         self.output_index = 0    # which of its op's outputs made it
+        self.writes: list[int] = []  # in-place ops that wrote it (it was their first argument)
 
 
 class OpFailed(Exception):
@@ -304,6 +305,8 @@ def make_recorder_class():
                 if i is None:   # a tensor the step did not make and memsim did not register: pre-existing
                     i = self.register(t, 0, Category.BUFFER, module, "", "(untracked)")
                 entries[i].uses.append(index)
+            if inputs and op_kind(func) == "inplace" and args and args[0] is inputs[0]:
+                entries[live[inputs[0].untyped_storage()._cdata]].writes.append(index)
             self._depth += 1
             try:
                 out = self._fast_dispatch(func, types, args, kwargs)

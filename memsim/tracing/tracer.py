@@ -321,5 +321,5 @@ def _build_timeline(rec, grad_entries: dict, output_entries: set, dropped: set, 
         death = last if e.death < 0 else e.death
         records.append(TensorRecord(new, int(e.nbytes), e.dtype, e.shape, category, min(e.birth, last), death,
                                     module, e.op, name, tuple(e.saved_by), tuple(e.uses),
-                                    output_index=e.output_index))
+                                    output_index=e.output_index, writes=tuple(e.writes)))
     return Timeline(ops=rec.ops, tensors=records), remap

@@ -98,6 +98,8 @@ def simulate_pair(trace, scaled, **kwargs):
 
 def _take_max_batch(report, other) -> None:
     for name, res in report.results.items():
+        if res.plan is not None:
+            continue  # a plan is made for the report's batch; its max batch is that plan's, from its own trace
         theirs = other.results[name]
         res.set_max_batch(theirs.max_batch_size, theirs.max_batch_method, report.batch_size)
 
@@ -111,7 +113,10 @@ def refine_max_batch(report, workload, optimizer, *, cache: bool, cache_fields, 
     (and half of it, for the scaling), search again from there, until the answer repeats. The report's
     figures at its own batch are kept; its max batch sizes (and the gate at its batch) come from the last
     round."""
-    found = report.main.max_batch_size
+    guide = next((name for name, r in report.results.items() if r.plan is None), None)
+    if guide is None:  # only a plan: its max batch is the plan's own (see _take_max_batch)
+        return
+    found = report.results[guide].max_batch_size
     seen = {report.trace.batch_size}
     for _ in range(MAX_BATCH_ROUNDS):
         if not found or found in seen:
@@ -123,11 +128,12 @@ def refine_max_batch(report, workload, optimizer, *, cache: bool, cache_fields, 
             return
         other = simulate_pair(trace, scaled, **sim_kwargs)
         _take_max_batch(report, other)
+        report.notes[:] = [n for n in report.notes if not n.startswith("max batch searched from traces")]
         report.notes.append(f"max batch searched from traces at batches {trace.batch_size} and "
                             f"{trace.meta.get('scaling_batch')}")
-        if other.main.max_batch_size == found:
+        if other.results[guide].max_batch_size == found:
             return
-        found = other.main.max_batch_size
+        found = other.results[guide].max_batch_size
 
 
 def profile(model, inputs=None, *, device: Any = "jetson-nano", batch_size: int | None = None,

@@ -155,7 +155,7 @@ def _pct(x) -> str:
               help="Comma-separated batch sizes (the issue's full set is 8,32; batch 32 of vgg16/resnet50 "
                    "under the profiler takes minutes on 2 cores, so the default skips it).")
 @click.option("--policies", default=",".join(DEFAULT_POLICIES), show_default=True, callback=_policies,
-              help="Comma-separated runtime policies: bitmap, bitmap+mask, bitmap+indices, bitmap+mask+indices.")
+              help="Comma-separated runtime policies: bitmap, bitmap+mask, bitmap+indices, bitmap+mask+indices, recompute.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 20),
               help="Timed rounds per configuration (medians are reported).")
 @click.option("--image-size", default=224, show_default=True, type=click.IntRange(16, 1024),

@@ -1,0 +1,454 @@
+"""The ``recompute`` policy's two halves: recipes recorded in forward, plans run again in backward.
+
+:class:`RecipeRecorder` is a ``TorchDispatchMode`` active during a ``compressed_activations(policy="recompute")``
+block. For every call of a cheap op (:data:`memsim.core.saved_rules.RECOMPUTABLE_OPS`) made with grad enabled
+it records, per recomputable output, a :class:`Recipe`: the aten op, its arguments with each tensor replaced by
+a :class:`Ref` (the tensor's storage key and view at call time, and the recipe of that input when it has one),
+and the output index. Recipes are keyed by ``(storage pointer, storage bytes, version after the op, dtype)``:
+an in-place op (``relu_``, ``add_``, ``hardtanh_``) keeps its storage and bumps its version, so the recipe of
+version ``v + 1`` refers to the recipe of version ``v``.
+
+When the hooks pack a tensor with a recipe, :func:`build_plan` turns the recipe into a plan whose leaves are
+all kept anyway: a live hook entry of the same storage version (restored, or itself recomputed, in
+backward), a parameter (or leaf that requires grad) whose version must not change, or a small constant. A
+recipe input with none of those (an activation nobody saved) makes the tensor stored after all. Plans hold
+the hook entries they need strongly and no dense tensor; :func:`run_plan` runs the ops again under
+``torch.no_grad()``, in-place ops in place on the freshly computed intermediate.
+
+Batch norm is recorded with ``running_mean=None, running_var=None`` (training mode), so recomputation never
+touches BN's running statistics: they are updated once per step, by the forward. Its output 0 only depends on
+the batch statistics, so it is bit-identical to the forward's.
+
+Example:
+    >>> import torch
+    >>> x = torch.randn(4, 8, requires_grad=True)
+    >>> with RecipeRecorder() as rec:
+    ...     y = torch.relu(x * 2)
+    >>> r = rec.lookup(y)
+    >>> str(r.func), r.index
+    ('aten.relu.default', 0)
+"""
+from __future__ import annotations
+
+import weakref
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map_only
+
+from memsim.core.saved_rules import RECOMPUTABLE_OPS, op_packet
+
+#: Longest recipe chain kept (ops): deeper inputs are referenced as plain tensors (then they must be kept
+#: by an entry), so a loop of in-place ops cannot grow an unbounded chain.
+MAX_DEPTH = 24
+#: At most this many recipes are remembered; the oldest are dropped first.
+MAX_RECIPES = 1 << 15
+_PRUNE_EVERY = 2048
+
+
+def storage_key(t: torch.Tensor, version: int | None = None) -> tuple:
+    """``(storage pointer, storage bytes, version, dtype)`` of ``t`` (its current version by default)."""
+    storage = t.untyped_storage()
+    return (storage.data_ptr(), storage.nbytes(), t._version if version is None else version, t.dtype)
+
+
+def _spans_storage(t: torch.Tensor) -> bool:
+    """True when ``t`` starts at offset 0 and its elements fill its whole storage densely."""
+    from memsim.runtime.hooks import _dense_layout_of
+
+    if t.storage_offset() != 0 or t.numel() * t.element_size() != t.untyped_storage().nbytes():
+        return False
+    return _dense_layout_of(t.shape, t.stride())
+
+
+def _param_like(t: torch.Tensor) -> bool:
+    base = t._base if t._base is not None else t
+    return isinstance(base, torch.nn.Parameter) or (base.is_leaf and base.requires_grad)
+
+
+class Ref:
+    """One tensor argument of a recipe: its storage key and view at call time, the recipe that produced that
+    storage version (or None), and a weak reference for parameters / a copy for 0-dim constants."""
+
+    __slots__ = ("key", "storage", "size", "stride", "offset", "recipe", "param", "const")
+
+    def __init__(self, t: torch.Tensor, recipe: "Recipe | None", storage: StorageWeakRef):
+        self.key = storage_key(t)
+        # which storage: the pointer in ``key`` may be reused by a new storage once this one dies (a weak
+        # reference keeps the storage object's address from being reused, so equal ``cdata`` means same storage)
+        self.storage = storage
+        self.size, self.stride, self.offset = tuple(t.shape), tuple(t.stride()), t.storage_offset()
+        self.recipe = recipe
+        self.param = weakref.ref(t) if _param_like(t) else None
+        # a 0-dim tensor argument that is not a parameter (a scalar made a tensor): small, copied
+        self.const = t.detach().clone() if (self.param is None and t.dim() == 0 and recipe is None) else None
+
+
+class Recipe:
+    """How one output of one cheap op call was computed."""
+
+    __slots__ = ("func", "args", "kwargs", "index", "size", "stride", "inplace", "depth", "__weakref__")
+
+    def __init__(self, func, args, kwargs, index, out, inplace, depth):
+        self.func, self.args, self.kwargs, self.index = func, args, kwargs, index
+        self.size, self.stride = tuple(out.shape), tuple(out.stride())
+        self.inplace, self.depth = inplace, depth
+
+
+def _recomputable_indices(func) -> frozenset | None:
+    return RECOMPUTABLE_OPS.get(op_packet(str(func)))
+
+
+class RecipeRecorder(TorchDispatchMode):
+    """Records a :class:`Recipe` for each recomputable output of each cheap op run with grad enabled.
+
+    ``recording`` can be switched off (the hooks do while they pack and unpack, and recomputation runs under
+    ``no_grad``). The table holds no tensor data: recipes reference tensors by storage key (with a
+    ``StorageWeakRef`` so a dead storage's pointer is never mistaken for a new one) and parameters weakly.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.recording = True
+        self.table: dict = {}       # storage key -> (Recipe, StorageWeakRef of its storage)
+        self._rules: dict = {}      # OpOverload -> recomputable output indices (None: not a cheap op)
+        self._mutable: dict = {}    # OpOverload -> names of the arguments it writes (empty: none)
+        self._inserts = 0
+        # storage key of a stored-dense tensor some plan reads -> callbacks to run before it is overwritten
+        # (they turn the dependent recomputed entries into stored ones while the old values still exist)
+        self.watched: dict = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.watched:
+            written = self._mutable.get(func)
+            if written is None:
+                written = self._mutable[func] = _written_arguments(func)
+            if written:
+                self._before_write(args, kwargs, written)
+        rule = self._rules.get(func, 0)
+        if rule == 0:
+            rule = self._rules[func] = _recomputable_indices(func)
+        if rule is None or not self.recording or not torch.is_grad_enabled():
+            return func(*args, **kwargs)
+        packet = op_packet(str(func))
+        rec_args = args
+        if packet == "aten.native_batch_norm":
+            # (input, weight, bias, running_mean, running_var, training, momentum, eps): recompute from batch
+            # statistics only, never touching the running ones; eval-mode BN reads buffers: not recorded
+            if len(args) < 8 or kwargs or not args[5]:
+                return func(*args, **kwargs)
+            rec_args = (*args[:3], None, None, *args[5:])
+        try:
+            ref_args, ref_kwargs = tree_map_only(torch.Tensor, self._ref, (tuple(rec_args), dict(kwargs)))
+        except _Unsupported:
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        inplace = func._schema.is_mutable
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        depth = 1 + max((r.recipe.depth for r in _refs(ref_args, ref_kwargs) if r.recipe is not None), default=0)
+        for i in rule:
+            o = outs[i] if i < len(outs) else None
+            if not isinstance(o, torch.Tensor) or type(o) is not torch.Tensor or not _spans_storage(o):
+                continue
+            # an in-place op's version counter is bumped after this returns (ADInplaceOrView)
+            key = storage_key(o, o._version + 1 if inplace else o._version)
+            self._insert(key, Recipe(func, ref_args, ref_kwargs, i, o, inplace, depth), o.untyped_storage())
+        return out
+
+    def watch(self, key: tuple, alive, callback) -> None:
+        """Call ``callback()`` before any op writes to the storage version ``key`` (once), unless ``alive()``
+        (a weak reference) is None by then."""
+        self.watched.setdefault(key, []).append((alive, callback))
+        self._watches = getattr(self, "_watches", 0) + 1
+        if self._watches % _PRUNE_EVERY == 0:
+            self.watched = {k: live for k, v in self.watched.items() if (live := [c for c in v if c[0]() is not None])}
+
+    def _before_write(self, args, kwargs, written: tuple) -> None:
+        hits: list = []
+
+        def check(t):
+            if type(t) in (torch.Tensor, torch.nn.Parameter) and t.layout == torch.strided:
+                callbacks = self.watched.pop(storage_key(t), None)
+                if callbacks:
+                    hits.extend(callbacks)
+            return t
+
+        # only what the op writes: an in-place add_(a, b) reads b, which must not count as overwritten
+        for position, name in written:
+            value = args[position] if position < len(args) else kwargs.get(name)
+            if value is not None:
+                tree_map_only(torch.Tensor, check, value)
+        if hits:
+            was, self.recording = self.recording, False
+            try:
+                with torch.no_grad():
+                    for alive, callback in hits:
+                        if alive() is not None:
+                            callback()
+            finally:
+                self.recording = was
+
+    def _ref(self, t: torch.Tensor) -> Ref:
+        if (type(t) not in (torch.Tensor, torch.nn.Parameter) or t.layout != torch.strided or t.is_quantized
+                or t.is_nested):
+            raise _Unsupported
+        weak = StorageWeakRef(t.untyped_storage())
+        found = self.table.get(storage_key(t))
+        recipe = found[0] if found is not None and found[1] == weak else None
+        if recipe is not None and recipe.depth >= MAX_DEPTH:
+            recipe = None
+        return Ref(t, recipe, weak)
+
+    def _insert(self, key, recipe, storage) -> None:
+        self.table.pop(key, None)   # re-inserted last: the dict stays oldest-first
+        self.table[key] = (recipe, StorageWeakRef(storage))
+        self._inserts += 1
+        if self._inserts % _PRUNE_EVERY == 0 or len(self.table) > MAX_RECIPES:
+            self.table = {k: v for k, v in self.table.items() if not v[1].expired()}
+            while len(self.table) > MAX_RECIPES:
+                del self.table[next(iter(self.table))]
+
+    def lookup(self, t: torch.Tensor, version: int | None = None) -> Recipe | None:
+        """The recipe of ``t``'s storage at its current version (or ``version``), or None."""
+        found = self.table.get(storage_key(t, version))
+        if found is None or found[1] != StorageWeakRef(t.untyped_storage()):
+            return None
+        return found[0]
+
+    def clear(self) -> None:
+        self.table, self.watched = {}, {}
+
+
+def _written_arguments(func) -> tuple:
+    """(position, name) of the arguments ``func`` writes, from its schema (empty for a pure op)."""
+    return tuple((i, a.name) for i, a in enumerate(func._schema.arguments)
+                 if a.alias_info is not None and a.alias_info.is_write)
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _refs(args, kwargs):
+    out: list[Ref] = []
+    tree_map_only(Ref, out.append, (args, kwargs))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# plans: what pack keeps instead of the data
+
+
+class EntryLeaf:
+    """A kept input: a live hook entry (restored, or recomputed itself, in backward) and the view of it."""
+
+    __slots__ = ("entry", "size", "stride", "offset", "whole", "version")
+
+    def __init__(self, entry, ref: Ref, whole: bool):
+        self.entry, self.whole, self.version = entry, whole, ref.key[2]
+        self.size, self.stride, self.offset = ref.size, ref.stride, ref.offset if whole else 0
+
+
+class ParamLeaf:
+    """A parameter (alive anyway), referenced weakly; its version must not change before backward."""
+
+    __slots__ = ("param", "version")
+
+    def __init__(self, ref: Ref):
+        self.param, self.version = ref.param, ref.key[2]
+
+
+class ConstLeaf:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+class OpNode:
+    """One op to run again; ``args``/``kwargs`` hold leaves, :class:`ViewOf` nodes and plain values."""
+
+    __slots__ = ("func", "args", "kwargs", "index", "size", "stride", "inplace", "users")
+
+    def __init__(self, recipe: Recipe, args, kwargs):
+        self.func, self.args, self.kwargs, self.index = recipe.func, args, kwargs, recipe.index
+        self.size, self.stride, self.inplace = recipe.size, recipe.stride, recipe.inplace
+        self.users = 0
+
+
+class ViewOf:
+    """The view an op took of another op's (whole-storage) output."""
+
+    __slots__ = ("node", "size", "stride", "offset")
+
+    def __init__(self, node: OpNode, ref: Ref):
+        self.node, self.size, self.stride, self.offset = node, ref.size, ref.stride, ref.offset
+
+
+class NotKept(Exception):
+    """Some input of a recipe is not kept anyway: the tensor is stored instead."""
+
+
+def build_plan(recipe: Recipe, find_entry) -> OpNode | None:
+    """A plan recomputing ``recipe`` from kept tensors only, or None when some input is not kept.
+
+    ``find_entry(ref)`` returns ``(entry, whole)`` for a live hook entry holding the exact values of ``ref``'s
+    storage version (the same storage, ``ref.storage``, not only the same pointer), or ``(None, False)``.
+    """
+    memo: dict = {}
+    try:
+        return _plan(recipe, find_entry, memo)
+    except NotKept:
+        return None
+
+
+def _plan(recipe: Recipe, find_entry, memo) -> OpNode:
+    node = memo.get(id(recipe))
+    if node is not None:
+        node.users += 1
+        return node
+
+    def resolve(ref: Ref):
+        entry, whole = find_entry(ref)
+        if entry is not None:
+            return EntryLeaf(entry, ref, whole)
+        if ref.param is not None:
+            p = ref.param()
+            if p is None or p._version != ref.key[2]:
+                raise NotKept
+            return ParamLeaf(ref)
+        if ref.const is not None:
+            return ConstLeaf(ref.const)
+        if ref.recipe is not None:
+            return ViewOf(_plan(ref.recipe, find_entry, memo), ref)
+        raise NotKept
+
+    args, kwargs = tree_map_only(Ref, resolve, (recipe.args, recipe.kwargs))
+    node = OpNode(recipe, args, kwargs)
+    node.users = 1
+    memo[id(recipe)] = node
+    return node
+
+
+class Modified(RuntimeError):
+    pass
+
+
+def run_plan(node: OpNode, restore_entry) -> torch.Tensor:
+    """Run ``node`` again (call under ``torch.no_grad()`` with recording off). ``restore_entry(leaf)`` returns
+    the tensor an :class:`EntryLeaf` stands for (never to be modified). Returns the op's output: a fresh
+    tensor spanning its storage, with the forward's size and stride."""
+    out, _owned = _run(node, restore_entry, {})
+    return out
+
+
+def _value(x, restore_entry, memo):
+    """(tensor, owned): owned means freshly computed and used only here, so an in-place op may reuse it."""
+    if isinstance(x, EntryLeaf):
+        return restore_entry(x), False
+    if isinstance(x, ParamLeaf):
+        p = x.param()
+        if p is None or p._version != x.version:
+            raise Modified("memsim recompute: a parameter needed to recompute a saved activation was freed or "
+                           "modified by an inplace operation before backward")
+        return p.detach(), False
+    if isinstance(x, ConstLeaf):
+        return x.value, False
+    if isinstance(x, ViewOf):
+        base, owned = _run(x.node, restore_entry, memo)
+        if tuple(base.shape) == x.size and tuple(base.stride()) == x.stride and x.offset == 0:
+            return base, owned
+        return base.as_strided(x.size, x.stride, x.offset), owned
+    return x, False
+
+
+def _run(node: OpNode, restore_entry, memo):
+    done = memo.get(id(node))
+    if done is not None:
+        return done, False
+    owned_flags: list[bool] = []
+
+    def value(x):
+        v, owned = _value(x, restore_entry, memo)
+        owned_flags.append(owned)
+        return v
+
+    args, kwargs = tree_map_only((EntryLeaf, ParamLeaf, ConstLeaf, ViewOf), value, (node.args, node.kwargs))
+    if node.inplace:
+        first = node.args[0]
+        first_owned = owned_flags[0] if owned_flags else False
+        if not (first_owned and isinstance(first, ViewOf)):
+            # never modify a stored, cached or shared tensor: work on a copy (clone keeps the strides)
+            args = (args[0].clone(), *args[1:])
+    result = node.func(*args, **kwargs)
+    out = result[node.index] if isinstance(result, (tuple, list)) else result
+    if tuple(out.stride()) != node.stride or tuple(out.shape) != node.size or out.storage_offset() != 0:
+        out = torch.empty_strided(node.size, node.stride, dtype=out.dtype, device=out.device).copy_(out)
+    if node.users > 1:
+        memo[id(node)] = out
+        return out, False
+    return out, True
+
+
+class Recomputed:
+    """The stored form of a recomputed tensor (0 bytes): a plan, and the view of the op's output the saved
+    tensor is (``whole``: it spans the output's storage; else the region ``size, stride, offset``)."""
+
+    kind = "recompute"
+    nbytes = 0
+    __slots__ = ("hooks", "plan", "size", "stride", "offset", "whole", "numel", "__weakref__")
+
+    def __init__(self, hooks, plan: OpNode, t: torch.Tensor, whole: bool):
+        self.hooks, self.plan, self.whole = hooks, plan, whole
+        self.size, self.stride, self.offset = tuple(t.shape), tuple(t.stride()), t.storage_offset()
+        self.numel = t.untyped_storage().nbytes() // t.element_size()
+
+    def restore(self) -> torch.Tensor:
+        """The flat run the hooks would have stored (see ``_Hooks._flat``)."""
+        out = self.hooks.recompute(self)
+        if self.whole:
+            return out.as_strided((self.numel,), (1,), 0)
+        return out.as_strided(self.size, self.stride, self.offset).reshape(-1)
+
+
+def _walk(node: OpNode, on_node=None, on_leaf=None) -> None:
+    """Visit each op of a plan once, inputs first: ``on_leaf(leaf)`` for its entry leaves, then
+    ``on_node(node)``."""
+    seen: set = set()
+
+    def walk(n):
+        if id(n) in seen:
+            return
+        seen.add(id(n))
+
+        def visit(x):
+            if isinstance(x, ViewOf):
+                walk(x.node)
+            elif isinstance(x, EntryLeaf) and on_leaf is not None:
+                on_leaf(x)
+            return x
+
+        tree_map_only((ViewOf, EntryLeaf), visit, (n.args, n.kwargs))
+        if on_node is not None:
+            on_node(n)
+
+    walk(node)
+
+
+def plan_leaves(node: OpNode) -> list[EntryLeaf]:
+    """The :class:`EntryLeaf` leaves of a plan."""
+    out: list = []
+    _walk(node, on_leaf=out.append)
+    return out
+
+
+def plan_ops(node: OpNode) -> list[str]:
+    """The ops a plan runs, inputs first (for tests and stats)."""
+    out: list[str] = []
+    _walk(node, on_node=lambda n: out.append(op_packet(str(n.func))))
+    return out
+
+
+__all__ = ["RecipeRecorder", "Recipe", "Recomputed", "Ref", "build_plan", "run_plan", "plan_ops", "storage_key",
+           "MAX_DEPTH", "MAX_RECIPES"]

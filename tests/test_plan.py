@@ -1,0 +1,164 @@
+"""The simulator's side of recompute and plan, and the rules it shares with the runtime (core.saved_rules)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import memsim
+from memsim.core import saved_rules
+from memsim.simulation import devices
+from memsim.simulation.plan import make_plan
+from memsim.simulation.policies import (KIND_CODEC, KIND_DENSE, KIND_MASK, KIND_RECOMPUTE, _context,
+                                        apply_policy)
+
+
+class Block(nn.Module):
+    """A residual block as ResNet writes it: conv-BN-ReLU, conv-BN, += identity, ReLU (all in place)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x
+        return self.relu(out)
+
+
+def small_resnet():
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(2), Block(16), Block(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(16, 10))
+
+
+@pytest.fixture(scope="module")
+def trace():
+    torch.manual_seed(0)
+    return memsim.trace(small_resnet(), torch.randn(4, 3, 32, 32))
+
+
+def _by_op(tr, kinds, op):
+    return [int(kinds[t.id]) for t in tr.timeline.tensors if t.op.startswith(op) and t.output_index == 0
+            and _context(tr).activation[t.id]]
+
+
+def test_recompute_keeps_conv_outputs_and_rebuilds_the_cheap_ops(trace):
+    costed = apply_policy(trace, "recompute", sparsity=0.5)
+    assert set(_by_op(trace, costed.kinds, "aten.convolution")) == {KIND_DENSE}  # anchors, dense (no zeros)
+    # every BN output (made ReLU'd or residual in place) and the max-pool values are rebuilt
+    assert set(_by_op(trace, costed.kinds, "aten.native_batch_norm")) == {KIND_RECOMPUTE}
+    assert set(_by_op(trace, costed.kinds, "aten.max_pool2d_with_indices")) == {KIND_RECOMPUTE}
+    assert costed.extra_flops > 0
+    base = apply_policy(trace, "bitmap+mask+indices", sparsity=0.5)
+    assert costed.stored_bytes.sum() < base.stored_bytes.sum()
+    assert costed.peak_bytes < apply_policy(trace, "none").peak_bytes
+
+
+def test_residual_chain_is_recomputed_through_the_previous_block(trace):
+    ctx = _context(trace)
+    outs = [t for t in trace.timeline.tensors if t.op.startswith("aten.native_batch_norm") and t.output_index == 0
+            and any(trace.timeline.ops[w].name.startswith("aten.add_") for w in t.writes)]
+    assert len(outs) == 2
+    # the second block's output is computed from the first block's (its identity), itself recomputed
+    assert outs[0].id in ctx.recompute_inputs[outs[1].id]
+    assert ctx.recompute_flops[outs[1].id] > ctx.recompute_flops[outs[0].id]
+
+
+class InPlaceAfter(nn.Module):
+    """A BN output changed by an op that is not cheap (mul_) before it is saved: it must be stored."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.lin = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8 * 30 * 30, 2)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        y.mul_(torch.ones(()) * 2)
+        return self.lin(torch.relu(y).flatten(1))
+
+
+def test_an_input_written_by_an_expensive_op_is_not_recomputed():
+    tr = memsim.trace(InPlaceAfter(), torch.randn(2, 3, 32, 32))
+    costed = apply_policy(tr, "recompute", sparsity=0.5)
+    bn_out = [t for t in tr.timeline.tensors if t.op.startswith("aten.native_batch_norm") and t.output_index == 0]
+    assert any(tr.timeline.ops[w].name.startswith("aten.mul_") for w in bn_out[0].writes)
+    assert costed.kinds[bn_out[0].id] != KIND_RECOMPUTE
+
+
+def test_mask_cost_is_the_runtime_s():
+    """A ReLU result saved only by the ReLU is a mask on both sides, at the same bytes."""
+    model = nn.Sequential(nn.Linear(64, 4096), nn.ReLU())
+    x = torch.randn(16, 64)
+    tr = memsim.trace(model, x, loss_fn=lambda out: out.sum())
+    costed = apply_policy(tr, "bitmap+mask", sparsity=0.5)
+    relu = [t for t in tr.timeline.tensors if t.op.startswith("aten.relu")]
+    assert costed.kinds[relu[0].id] == KIND_MASK
+    with memsim.compressed_activations(policy="bitmap+mask", min_bytes=0, collect_stats=True) as ctx:
+        model(x).sum().backward()
+    runtime = [r for r in ctx.stats.records if r.producer == "ReluBackward0"]
+    assert runtime[0].kind == "bits"
+    assert runtime[0].stored_bytes == costed.stored_bytes[relu[0].id] == saved_rules.mask_bytes(16 * 4096, 4)
+
+
+def test_leaky_relu_is_not_a_mask_on_either_side():
+    model = nn.Sequential(nn.Linear(64, 4096), nn.LeakyReLU())
+    tr = memsim.trace(model, torch.randn(16, 64), loss_fn=lambda out: out.sum())
+    costed = apply_policy(tr, "bitmap+mask", sparsity=0.5)
+    assert KIND_MASK not in set(costed.kinds.tolist())
+
+
+def _no_band(budget):
+    return dataclasses.replace(devices.from_budget(budget), uncertainty=0)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_trace():
+    import models_zoo
+
+    torch.manual_seed(0)
+    return memsim.trace(models_zoo.create("mobilenet_v2"), torch.randn(4, 3, 96, 96))
+
+
+def test_plan_climbs_the_ladder_only_as_far_as_the_budget_needs(mobilenet_trace):
+    tr = mobilenet_trace
+    peak = {p: memsim.simulate(tr, device=_no_band("64GB"), policy=p, sparsity=0.5, max_batch=False)
+            .results[p].device_peak_bytes for p in ("none", "bitmap+mask+indices", "recompute")}
+    assert peak["recompute"] < peak["bitmap+mask+indices"] < peak["none"]
+    roomy = make_plan(tr, _no_band("64GB"), 0.5)
+    assert roomy.rung == "none" and roomy.fits and not roomy.entries
+
+    budget = peak["recompute"] + 1024
+    tight = make_plan(tr, _no_band(budget), 0.5)
+    assert tight.fits and tight.rung in ("encode", "recompute")
+    planned = apply_policy(tr, "plan", 0.5, kinds=tight.kinds)
+    assert memsim.simulate(tr, device=_no_band(budget), policy="plan", sparsity=0.5,
+                           max_batch=False).results["plan"].device_peak_bytes <= budget
+    # never more recomputation than the recompute policy itself
+    assert planned.extra_flops <= apply_policy(tr, "recompute", 0.5).extra_flops
+    assert not make_plan(tr, _no_band(peak["none"] // 4), 0.5).fits
+
+
+@pytest.mark.slow
+def test_profile_plan_reports_the_mix_and_its_max_batch():
+    rep = memsim.profile("small_cnn", device="jetson-nano", batch_size=4, policy="plan,none", sparsity=0.5,
+                         cache=False)
+    res = rep.results["plan"]
+    assert res.plan is not None and res.plan.device == "jetson-nano" and res.plan.batch_size == 4
+    assert res.row()["plan"]["rung"] == "none"  # it fits dense: the plan adds no work
+    assert res.max_batch_size == rep.results["none"].max_batch_size
+    assert res.extra_flops == 0
+
+
+def test_rules_are_one_module():
+    from memsim.runtime import hooks, store
+    from memsim.simulation import policies
+
+    assert hooks.MASK_RESULT_NODES is saved_rules.MASK_RESULT_NODES
+    assert store.Bits.encoded_size(torch.zeros(1000)) == saved_rules.mask_bytes(1000, 4)
+    assert policies.mask_bytes is saved_rules.mask_bytes
+    assert np.all(saved_rules.mask_bytes(np.array([8, 9]), 4) == np.array([9, 10]))

@@ -1,0 +1,284 @@
+"""compressed_activations(policy="recompute"): cheap ops' saved outputs rebuilt in backward, bit-identically."""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+import models_zoo
+from memsim.core.policy import Policy
+from memsim.core.saved_rules import recomputable_output
+from memsim.runtime.hooks import compressed_activations
+from memsim.runtime.recompute import RecipeRecorder, build_plan, plan_ops
+
+
+def _no_hooks_left() -> bool:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return (torch._C._autograd._top_saved_tensors_default_hooks(False) is None
+            and _get_current_dispatch_mode() is None)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """``t`` reinterpreted as integers of its width, so equality is equality of the raw bits (NaN, -0.0)."""
+    t = t.detach()
+    if t.is_floating_point():
+        return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+    return t
+
+
+def _train(model, inputs, loss_fn, context, steps=3):
+    """``steps`` SGD-momentum steps from a copy of ``model``: losses, gradients per step, final state."""
+    model = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    torch.manual_seed(0)   # dropout / stochastic depth draw the same numbers in both runs
+    losses, grads, contexts = [], [], []
+    for _ in range(steps):
+        cm = context()
+        contexts.append(cm)
+        with cm:
+            loss = loss_fn(model(inputs))
+            loss.backward()
+        losses.append(loss.detach().clone())
+        grads.append([p.grad.detach().clone() for p in model.parameters()])
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return losses, grads, state, contexts
+
+
+def _assert_bit_identical(a, b):
+    (la, ga, sa, _), (lb, gb, sb, _) = a, b
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        assert torch.equal(_bits(x), _bits(y)), "losses differ"
+    for step_a, step_b in zip(ga, gb):
+        for x, y in zip(step_a, step_b):
+            assert torch.equal(_bits(x), _bits(y)), "gradients differ"
+    assert sa.keys() == sb.keys()
+    for k in sa:    # weights and buffers (BN running_mean / running_var / num_batches_tracked)
+        assert torch.equal(_bits(sa[k]), _bits(sb[k])), f"{k} differs"
+
+
+def _recompute_ctx():
+    return compressed_activations(policy="recompute", min_bytes=0, collect_stats=True)
+
+
+def _check_model(model, inputs, loss_fn, steps=3, expect_recompute=True):
+    plain = _train(model, inputs, loss_fn, contextlib.nullcontext, steps)
+    with_rc = _train(model, inputs, loss_fn, _recompute_ctx, steps)
+    _assert_bit_identical(plain, with_rc)
+    for k, v in with_rc[2].items():
+        if k.endswith("num_batches_tracked"):
+            assert int(v) == steps, f"{k}: BN running statistics updated {int(v)} times in {steps} steps"
+    stats = with_rc[3][-1].stats
+    if expect_recompute:
+        assert stats.recomputed_count > 0 and stats.recomputed_bytes > 0
+        assert all(r.stored_bytes == 0 for r in stats.records if r.kind == "recompute")
+    assert _no_hooks_left()
+    return stats
+
+
+def _image_loss(out):
+    return nn.functional.cross_entropy(out, torch.arange(out.shape[0]) % out.shape[1])
+
+
+# every zoo image model, small: (name, image size, batch, extra constructor options)
+_IMAGE_CASES = {
+    "small_cnn": (32, 4, {}),
+    "resnet18": (32, 2, {}), "resnet34": (32, 2, {}), "resnet50": (32, 2, {}), "resnet101": (32, 2, {}),
+    "mobilenet_v2": (32, 2, {}), "mobilenet_v3_small": (32, 2, {}), "mobilenet_v3_large": (32, 2, {}),
+    "vgg11": (32, 2, {}), "vgg16": (32, 2, {}), "vgg16_bn": (32, 2, {}),
+    "efficientnet_b0": (32, 2, {}), "densenet121": (32, 2, {}), "squeezenet1_1": (64, 2, {}),
+    "vit_b_16": (32, 2, {"image_size": 32}), "vit_tiny": (32, 2, {"image_size": 32}),
+}
+#: models with nothing to recompute: no cheap op's inputs are kept (VGG and SqueezeNet: conv -> ReLU, the
+#: convolution output is saved by nobody; MobileNetV3 and EfficientNet use hardswish/SiLU, not in the rules)
+_NOTHING_TO_RECOMPUTE = {"vgg11", "vgg16", "squeezenet1_1"}
+
+
+def _image_params():
+    names = [n for n in models_zoo.names() if models_zoo.spec(n).task.value == "image_classification"]
+    assert set(names) == set(_IMAGE_CASES), "a zoo image model is missing from _IMAGE_CASES"
+    return [pytest.param(n, id=n, marks=() if n == "small_cnn" else pytest.mark.slow) for n in names]
+
+
+@pytest.mark.parametrize("name", _image_params())
+def test_zoo_image_models_train_bit_identically(name):
+    size, batch, extra = _IMAGE_CASES[name]
+    model = models_zoo.create(name, num_classes=10, seed=0, **extra)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+    _check_model(model, x, _image_loss, expect_recompute=name not in _NOTHING_TO_RECOMPUTE)
+
+
+@pytest.mark.slow
+def test_gpt2_small_trains_bit_identically():
+    model = models_zoo.create("gpt2", seed=0)
+    spec = models_zoo.spec("gpt2", seq_len=8)
+    idx = spec.example_inputs(2, seq_len=8, seed=1)
+    stats = _check_model(model, idx, spec.loss_fn)
+    # the MLP's GELU result (saved by c_proj through a view) is rebuilt from its input (saved by the GELU)
+    hidden = 2 * 8 * 4 * 768 * 4
+    assert sum(1 for r in stats.records if r.kind == "recompute" and r.dense_bytes == hidden) == 12
+
+
+def _user_model():
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6(inplace=True),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
+
+
+def test_user_sequential_is_bit_identical_and_recomputes():
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    stats = _check_model(_user_model(), x, _image_loss)
+    kinds = {r.producer: r.kind for r in stats.records}
+    # ReLU results, max-pool values and indices, the ReLU6 clone and the flattened ReLU6 output
+    assert kinds["ReluBackward0"] == "recompute"
+    assert kinds["MaxPool2DWithIndicesBackward0"] == "recompute"
+    assert kinds["CloneBackward0"] == "recompute"
+    assert kinds["ConvolutionBackward0"] != "recompute"   # the anchors stay stored
+    assert stats.compressed_bytes < stats.dense_bytes - stats.recomputed_bytes + 1
+
+
+def test_batch_norm_recomputed_without_running_stats_is_bit_identical():
+    """The premise of recomputing BN: output 0 depends on the batch statistics only."""
+    torch.manual_seed(4)
+    for shape, fmt in [((4, 8, 5, 5), torch.contiguous_format), ((4, 8, 5, 5), torch.channels_last), ((6, 3), None)]:
+        x = torch.randn(shape) * 3 + 1
+        if fmt is not None:
+            x = x.contiguous(memory_format=fmt)
+        w, b = torch.randn(shape[1]), torch.randn(shape[1])
+        rm, rv = torch.zeros(shape[1]), torch.ones(shape[1])
+        ref = torch.ops.aten.native_batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5)[0]
+        again = torch.ops.aten.native_batch_norm(x, w, b, None, None, True, 0.1, 1e-5)[0]
+        assert torch.equal(_bits(ref), _bits(again)) and ref.stride() == again.stride()
+
+
+def _inplace_after_op_run(context, late: bool):
+    torch.manual_seed(5)
+    w, s, y = (torch.randn(32, 32, requires_grad=True) for _ in range(3))
+    x = torch.randn(32, 32)
+    with context() as cm:
+        a = x @ w                 # saved by nobody yet
+        aux = a * s               # saves a (version 0, stored dense: no zeros); never backwarded
+        if late:
+            b = torch.relu(a)     # packed right away as a recipe over a@0 ...
+            a.mul_(2)             # ... whose storage is then overwritten
+            out = b * y
+        else:
+            b = a + y             # not saved by the add
+            a.mul_(2)             # a changes before anyone saves b
+            out = b * s           # packs b: its recipe's input a@0 is gone
+        out.sum().backward()
+    del aux
+    grads = [t.grad for t in (w, s, y)]
+    return grads, cm
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["modified-before-pack", "modified-after-pack"])
+def test_input_modified_in_place_after_the_op_is_stored_not_recomputed(late):
+    plain, _ = _inplace_after_op_run(contextlib.nullcontext, late)
+    got, cm = _inplace_after_op_run(_recompute_ctx, late)
+    for p, g in zip(plain, got):
+        assert (p is None and g is None) or torch.equal(_bits(p), _bits(g))
+    producer = "ReluBackward0" if late else "AddBackward0"
+    record = next(r for r in cm.stats.records if r.producer == producer)
+    assert record.kind != "recompute" and record.stored_bytes > 0
+    assert _no_hooks_left()
+
+
+def test_recorder_chains_in_place_versions():
+    x = torch.randn(4, 8, requires_grad=True)
+    with RecipeRecorder() as rec:
+        y = torch.nn.functional.batch_norm(x * 1.0, None, None, training=True)
+        y.relu_()
+        z = y + x
+    r = rec.lookup(y)
+    assert str(r.func) == "aten.relu_.default" and r.inplace
+    assert str(r.args[0].recipe.func) == "aten.native_batch_norm.default"
+    assert rec.lookup(y, version=0) is r.args[0].recipe
+    assert rec.lookup(z).args[0].recipe is r
+    # nothing is kept (no hooks ran): no plan
+    assert build_plan(r, lambda ref: (None, False)) is None
+    assert recomputable_output("aten.relu_.default", 0) and not recomputable_output("aten.mm.default", 0)
+    assert Policy("recompute").in_runtime and Policy.RECOMPUTE.lossless
+
+
+def test_residual_chain_recomputes_through_blocks():
+    """Blocks y_k = relu(bn(conv(y_{k-1})) + y_{k-1}): each block output is rebuilt from the previous one."""
+    torch.manual_seed(6)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            out = self.bn(self.conv(x))
+            out += x
+            return torch.relu_(out)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                          *[Block() for _ in range(5)], nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    x = torch.randn(2, 3, 8, 8)
+    stats = _check_model(model, x, _image_loss)
+    assert sum(1 for r in stats.records if r.producer == "ReluBackward0" and r.kind == "recompute") == 6
+
+
+def test_plan_ops_of_a_relu_after_batch_norm():
+    conv, bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+    with compressed_activations("recompute", min_bytes=0) as cm:
+        y = torch.relu_(bn(conv(torch.randn(2, 3, 6, 6))))
+        hooks = cm._hooks
+        plan = hooks._recomputed(y, True).plan
+        assert plan_ops(plan) == ["aten.native_batch_norm", "aten.relu_"]
+        y.sum().backward()
+    assert _no_hooks_left()
+
+
+def test_retain_graph_and_nested_blocks_and_exceptions():
+    model = _user_model()
+    x = torch.randn(2, 3, 16, 16)
+    ref = copy.deepcopy(model)
+    loss_ref = _image_loss(ref(x))
+    g1 = torch.autograd.grad(loss_ref, list(ref.parameters()), retain_graph=True)
+    with compressed_activations("recompute", min_bytes=0):
+        with compressed_activations("bitmap", min_bytes=0):
+            pass
+        m2 = copy.deepcopy(model)
+        loss = _image_loss(m2(x))
+        a = torch.autograd.grad(loss, list(m2.parameters()), retain_graph=True)
+        b = torch.autograd.grad(loss, list(m2.parameters()))
+    for u, v, w in zip(g1, a, b):
+        assert torch.equal(_bits(u), _bits(v)) and torch.equal(_bits(u), _bits(w))
+    assert _no_hooks_left()
+    with pytest.raises(ValueError):
+        with compressed_activations("recompute"):
+            with compressed_activations("recompute"):
+                raise ValueError("boom")
+    assert _no_hooks_left()
+
+
+@pytest.mark.slow
+def test_recompute_really_lowers_the_measured_peak():
+    from memsim.measure.profiler import measure_step_peak
+    from memsim.tracing import step as step_mod
+
+    model = models_zoo.create("resnet18", seed=0)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    loss = models_zoo.spec("resnet18").loss_fn
+    peaks = {p: measure_step_peak(model, x, loss, "sgd", context=lambda p=p: compressed_activations(p)).peak_bytes
+             for p in ("bitmap+mask+indices", "recompute")}
+    assert peaks["recompute"] < peaks["bitmap+mask+indices"]
+    work = copy.deepcopy(model)
+    opt = step_mod.make_optimizer("sgd", work.parameters())
+    with compressed_activations("recompute", collect_stats=True) as cm:
+        step_mod.run_step(work, (x,), loss, opt)
+    assert cm.stats.recomputed_count >= 10          # every ReLU result, max-pool values and indices
+    assert cm.stats.recomputed_bytes > 0.3 * cm.stats.dense_bytes
