@@ -1,4 +1,5 @@
 """The simulator's side of recompute and plan, and the rules it shares with the runtime (core.saved_rules)."""
+import collections
 import dataclasses
 
 import numpy as np
@@ -162,3 +163,50 @@ def test_rules_are_one_module():
     assert store.Bits.encoded_size(torch.zeros(1000)) == saved_rules.mask_bytes(1000, 4)
     assert policies.mask_bytes is saved_rules.mask_bytes
     assert np.all(saved_rules.mask_bytes(np.array([8, 9]), 4) == np.array([9, 10]))
+
+
+def _train_step(model, x, ctx=None):
+    import contextlib
+
+    torch.manual_seed(1)  # the same dropout draws in both steps
+    with ctx or contextlib.nullcontext():
+        model(x).sum().backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_a_plan_applies_for_real_tensor_by_tensor_and_bit_identically(mobilenet_trace):
+    import models_zoo
+
+    from memsim.simulation.policies import KIND_NAMES
+
+    tr = mobilenet_trace
+    peak = memsim.simulate(tr, device=_no_band("64GB"), policy="recompute", sparsity=0.5,
+                           max_batch=False).results["recompute"].device_peak_bytes
+    plan = make_plan(tr, _no_band(peak + 2 * 1024 * 1024), 0.5)
+    assert plan.fits and plan.entries
+    planned = {}
+    for e in plan.entries:
+        planned.setdefault(e["kind"], 0)
+        planned[e["kind"]] += 1
+    torch.manual_seed(0)
+    model = models_zoo.create("mobilenet_v2")
+    x = torch.randn(4, 3, 96, 96)
+    reference = _train_step(model, x)
+    model.zero_grad(set_to_none=True)
+    ctx = memsim.compressed_activations(plan, min_bytes=0, collect_stats=True, exclude=[model, x])
+    grads = _train_step(model, x, ctx)
+    assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(reference, grads))
+    kinds = collections.Counter(r.kind for r in ctx.stats.records if r.reason != "parameter")
+    assert planned.get("recompute", 0) > 0 and kinds["recompute"] == planned["recompute"]
+    # what the plan leaves dense is kept dense: no more encoded than planned
+    assert kinds["bitmap"] + kinds["bits"] + kinds["narrow-int"] <= sum(
+        planned.get(k, 0) for k in ("bitmap", "mask", "narrow-int"))
+    assert any(r.reason == "planned dense" for r in ctx.stats.records)
+    assert set(KIND_NAMES.values()) >= set(planned)
+
+
+def test_plan_policy_without_a_plan_is_a_clear_error():
+    with pytest.raises(memsim.core.errors.InputError, match="needs the plan"):
+        memsim.compressed_activations(policy="plan")
+    with pytest.raises(memsim.core.errors.InputError, match="expected a memsim plan"):
+        memsim.compressed_activations(policy="plan", plan=42)

@@ -132,6 +132,7 @@ class Reason(str, Enum):
         EXCLUDED: listed in ``exclude``.
         SMALL: below ``min_bytes``.
         UNSUPPORTED: sparse/quantized/nested layout or a tensor subclass; left as is.
+        PLANNED: kept dense because the plan (``compressed_activations(plan)``) says so.
     """
 
     COMPRESSED = "compressed"
@@ -140,6 +141,7 @@ class Reason(str, Enum):
     EXCLUDED = "excluded"
     SMALL = "small"
     UNSUPPORTED = "unsupported"
+    PLANNED = "planned dense"
 
 
 @dataclass
@@ -280,7 +282,7 @@ class _Hooks:
     """The pack/unpack pair of one ``compressed_activations`` block."""
 
     def __init__(self, policy: Policy, min_bytes: int, encoder: Encoder, exclude_keys: set, stats,
-                 recorder=None):
+                 recorder=None, plan=None):
         from collections import OrderedDict
 
         from torch.multiprocessing.reductions import StorageWeakRef
@@ -301,6 +303,8 @@ class _Hooks:
         # policy recompute: the RecipeRecorder of the block, and the last recomputed results
         # (id(Recomputed) -> (weakref to it, op output)), at most _CACHE_SIZE, dropped when the entry dies
         self.recorder = recorder
+        # a plan: (PlanRules, ProducerMap): the storage kind chosen per producer of a saved tensor
+        self.plan = plan
         self._cache: OrderedDict = OrderedDict()
         self._recompute_depth = 0
 
@@ -332,12 +336,16 @@ class _Hooks:
             from memsim.runtime.store import Dense
 
             entry = _Entry()
+            planned = self.plan[0].kind(self.plan[1].of(t)) if self.plan is not None else None
             # policy recompute: an output of a cheap op whose inputs are all kept anyway is not stored
-            recomputed = self._recomputed(t, whole) if self.recorder is not None else None
+            recomputed = (self._recomputed(t, whole) if self.recorder is not None and planned in (None, "recompute")
+                          else None)
             if recomputed is None:
                 flat = self._flat(t, whole)
-                candidate = self._mask_candidate(t)
-            if recomputed is not None:
+                candidate = self._mask_candidate(t) if planned != "dense" else None
+            if planned == "dense":  # an entry all the same: recomputed tensors may be rebuilt from it
+                entry.exact, kind_reason = Dense(flat), ("dense", Reason.PLANNED)
+            elif recomputed is not None:
                 entry.exact, kind_reason = recomputed, ("recompute", Reason.COMPRESSED)
                 self._watch_dense_inputs(entry)
             elif candidate is not None:
@@ -765,7 +773,12 @@ class compressed_activations:
 
     Args:
         policy: a :class:`Policy` or its value: "bitmap" (default), "bitmap+mask", "bitmap+indices",
-            "bitmap+mask+indices", "recompute" (cheap ops' outputs rebuilt in backward; see module docstring).
+            "bitmap+mask+indices", "recompute" (cheap ops' outputs rebuilt in backward; see module docstring),
+            "plan" (with ``plan``), or a plan itself (:class:`memsim.simulation.plan.Plan`, e.g.
+            ``memsim.profile(model, x, device="jetson-nano", policy="plan").results["plan"].plan``, or its
+            ``to_dict()``): each saved tensor is kept dense, encoded or recomputed as the plan chose for the
+            module and op that made it (matched by :class:`memsim.runtime.producers.ProducerMap`).
+        plan: the plan for ``policy="plan"``.
         min_bytes: saved tensors smaller than this are left alone (bytes; default 16 KiB).
         encoder: a :class:`Encoder` or its value: "auto" (default), "native", "torch".
         exclude: tensors or modules whose storages must never be compressed (e.g. the model, so its
@@ -785,12 +798,24 @@ class compressed_activations:
     """
 
     def __init__(self, policy: Any = Policy.BITMAP, min_bytes: int = DEFAULT_MIN_BYTES,
-                 encoder: Any = Encoder.AUTO, exclude: Iterable | Any = None, collect_stats: bool = False):
+                 encoder: Any = Encoder.AUTO, exclude: Iterable | Any = None, collect_stats: bool = False,
+                 plan: Any = None):
+        self.plan_rules = None
+        if not isinstance(policy, (str, Policy)) and policy is not None:
+            plan, policy = policy, Policy.PLAN
+        if str(policy) == Policy.PLAN.value:
+            from memsim.runtime.planned import PlanRules
+
+            if plan is None:
+                raise InputError("policy 'plan' needs the plan: pass plan=memsim.profile(model, inputs, "
+                                 "device=..., policy='plan').results['plan'].plan (or the plan as the policy)")
+            self.plan_rules = PlanRules.from_plan(plan)
+            policy = Policy.RECOMPUTE  # the plan picks among its options per tensor
         self.policy = choose(Policy, policy, "policy")
         if not self.policy.in_runtime:
             raise InputError(f"policy {self.policy.value!r} is a what-if of the simulator only; "
                              "compressed_activations applies: "
-                             + ", ".join(p.value for p in Policy if p.in_runtime))
+                             + ", ".join(p.value for p in Policy if p.in_runtime) + ", plan (with plan=)")
         self.encoder = choose(Encoder, encoder, "encoder")
         if not isinstance(min_bytes, int) or isinstance(min_bytes, bool) or min_bytes < 0:
             raise InputError(f"min_bytes must be a non-negative integer number of bytes, got {min_bytes!r}")
@@ -799,6 +824,7 @@ class compressed_activations:
         self.stats: CompressionStats | None = CompressionStats() if collect_stats else None
         self._hooks_cm = None
         self._recorder = None
+        self._producers = None
 
     def _exclude_keys(self) -> set:
         import torch
@@ -823,12 +849,19 @@ class compressed_activations:
         if self._hooks_cm is not None:
             raise RuntimeError("this compressed_activations block is already active; make a new one")
         _require_native_codec(self.encoder)
-        recorder = None
+        recorder = producers = None
         if self.policy is Policy.RECOMPUTE:
             from memsim.runtime.recompute import RecipeRecorder
 
             recorder = RecipeRecorder()
-        hooks = _Hooks(self.policy, self.min_bytes, self.encoder, self._exclude_keys(), self.stats, recorder)
+        if self.plan_rules is not None:
+            from memsim.runtime.producers import ProducerMap
+
+            producers = ProducerMap(self.exclude if isinstance(self.exclude, torch.nn.Module) else None)
+            producers.__enter__()
+        hooks = _Hooks(self.policy, self.min_bytes, self.encoder, self._exclude_keys(), self.stats, recorder,
+                       (self.plan_rules, producers) if producers is not None else None)
+        self._producers = producers
         cm = torch.autograd.graph.saved_tensors_hooks(hooks.pack if recorder is None else hooks.pack_quietly,
                                                       hooks.unpack)
         if recorder is not None:
@@ -838,6 +871,8 @@ class compressed_activations:
         except BaseException:
             if recorder is not None:
                 recorder.__exit__(None, None, None)
+            if producers is not None:
+                producers.__exit__(None, None, None)
             raise
         self._hooks, self._hooks_cm, self._recorder = hooks, cm, recorder
         return self
@@ -856,6 +891,9 @@ class compressed_activations:
                 if recorder is not None:
                     recorder.__exit__(*exc)
                     recorder.clear()   # plans made so far hold no recipe; later ops are not ours
+                producers, self._producers = self._producers, None
+                if producers is not None:
+                    producers.__exit__(*exc)
 
 
 def _native_codec_available() -> bool:

@@ -19,8 +19,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 class ProducerMap(TorchDispatchMode):
     """Dispatch mode + global module hooks: remembers ``(module path, op, output index)`` per CPU or CUDA
-    storage made inside the block (the first op that made it; in-place ops keep the maker). Parameters and
-    buffers of ``model`` are never recorded. An address freed and reused by a new storage is a new entry."""
+    storage made inside the block (the first op that made it; in-place ops keep the maker). Module paths are
+    those of ``model`` (default: the first module called in the block). Parameters and buffers of ``model``
+    are never recorded. An address freed and reused by a new storage is a new entry."""
 
     def __init__(self, model: torch.nn.Module | None = None):
         super().__init__()
@@ -59,6 +60,8 @@ class ProducerMap(TorchDispatchMode):
 
     def __enter__(self):
         def pre(mod, _):
+            if not self.names and len(self.module_stack) == 1:  # the first module called is the root
+                self.names = {m: n for n, m in mod.named_modules()}
             self.module_stack.append(self.names.get(mod, self.module_stack[-1]))
 
         def post(mod, _, __):
