@@ -470,7 +470,6 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
     packed = (kind > 0) & (kind != KIND_CHECKPOINT)
     restored = packed & (ctx.bwd_first >= 0)
     chain_birth, chain_size, chain_src = _recompute_transients(ctx, kind == KIND_RECOMPUTE, sizes)
-    restored_until = _cached_until(ctx, kind == KIND_RECOMPUTE)
     if (kind == KIND_RECOMPUTE).any():
         scale = sizes / np.maximum(ctx.size0, 1)
         out.extra_flops = int(sum(ctx.recompute_flops[int(i)] * scale[i] * max(1, len(tl.tensors[i].saved_by))
@@ -483,7 +482,7 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
         (ctx.birth[dense], ctx.death[dense], sizes[dense], ids[dense]),
         (ctx.birth[changed], ctx.fwd_end[changed], sizes[changed], ids[changed]),
         (ctx.birth[packed], ctx.death[packed], stored[packed], ids[packed]),
-        (ctx.bwd_first[restored], restored_until[restored], sizes[restored], ids[restored]),
+        (ctx.bwd_first[restored], ctx.bwd_last[restored], sizes[restored], ids[restored]),
         (recompute_start[recompute], ctx.death[recompute], sizes[recompute], ids[recompute]),
         (chain_birth, chain_birth, chain_size, chain_src),
     ]
@@ -499,24 +498,6 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
     out.codec_bytes = int(sizes[kind == KIND_CODEC].sum())
     out.converted_bytes = int(sizes[kind == KIND_CAST].sum())
     return out
-
-
-#: Recomputed results the runtime keeps cached (memsim.runtime.hooks._CACHE_SIZE): the last one stays alive
-#: after its backward reads, until the next recomputation replaces it.
-RECOMPUTE_CACHE_SIZE = 2
-
-
-def _cached_until(ctx: _Context, recomputed: np.ndarray) -> np.ndarray:
-    """Last op at which each storage's restored copy is alive: its last backward read, or, for a recomputed
-    one, until the next recomputation in backward replaces it in the runtime's cache (the cache holds the last
-    top-level result; its other slot holds the input rebuilt on the way, modelled by the transients)."""
-    until = ctx.bwd_last.copy()
-    ids = np.nonzero(recomputed & (ctx.bwd_first >= 0))[0]
-    if RECOMPUTE_CACHE_SIZE and len(ids) > 1:
-        order = ids[np.argsort(ctx.bwd_first[ids], kind="stable")]
-        nxt = ctx.bwd_first[order[1:]]
-        until[order[:-1]] = np.maximum(ctx.bwd_last[order[:-1]], nxt)
-    return until
 
 
 def _recompute_transients(ctx: _Context, recomputed: np.ndarray, sizes: np.ndarray):
