@@ -35,7 +35,8 @@ def test_bitmap_shrinks_sparse_activations_and_never_grows_dense_ones():
 
 
 def test_parse_policies_lists_valid_names():
-    assert parse_policies("all")[0] is Policy.NONE and len(parse_policies("all")) == len(Policy)
+    assert parse_policies("all")[0] is Policy.NONE and parse_policies("all") == [p for p in Policy if p is not Policy.PLAN]
+    assert parse_policies("plan,all")[0] is Policy.PLAN  # a plan is asked for by name
     with pytest.raises(InputError, match="valid choices: none, bitmap"):
         parse_policies("zip")
 

@@ -68,8 +68,8 @@ def parse_policies(value: str | Policy | list) -> list[Policy]:
         return [value]
     out: list[Policy] = []
     for item in split_list(value if isinstance(value, (list, tuple)) else str(value)):
-        if item.lower() == "all":
-            out.extend(p for p in Policy if p not in out)
+        if item.lower() == "all":  # every fixed policy; a plan is asked for by name (it searches)
+            out.extend(p for p in Policy if p not in out and p is not Policy.PLAN)
             continue
         p = choose(Policy, item, "policy", more="all")
         if p not in out:
