@@ -7,77 +7,14 @@ workspace, bidirectional), Conv1d with groups, views and transposes; each with S
 """
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 import memsim
+# the same small models the aarch64 emulation measures (one definition for both)
+from memsim.measure.emulation.cases import (BiLSTM, Conv1dGroups, ConvReLUInplace, DepthwiseGN, Patchify,
+                                            Recurrent, TinyTransformer, TinyUNet, lm_loss)
 from memsim.measure.profiler import measure_step_peak
 
 
-class ConvReLUInplace(nn.Module):
-    def __init__(s):
-        super().__init__(); s.c1 = nn.Conv2d(3, 16, 3, padding=1); s.bn = nn.BatchNorm2d(16); s.r = nn.ReLU(inplace=True)
-        s.c2 = nn.Conv2d(16, 16, 3, padding=1); s.r6 = nn.ReLU6(inplace=True); s.pool = nn.MaxPool2d(2); s.fc = nn.Linear(16*8*8, 10)
-    def forward(s, x):
-        x = s.r(s.bn(s.c1(x))); x = s.r6(s.c2(x)); x = s.pool(x); return s.fc(x.flatten(1))
-
-class DepthwiseGN(nn.Module):
-    def __init__(s):
-        super().__init__(); s.c1 = nn.Conv2d(3, 32, 3, padding=1); s.gn = nn.GroupNorm(4, 32)
-        s.dw = nn.Conv2d(32, 32, 3, padding=1, groups=32); s.pw = nn.Conv2d(32, 16, 1); s.drop = nn.Dropout(0.2); s.fc = nn.Linear(16, 10)
-    def forward(s, x):
-        x = F.silu(s.gn(s.c1(x))); x = F.hardswish(s.dw(x)); x = s.drop(s.pw(x)); return s.fc(x.mean((2, 3)))
-
-class TinyUNet(nn.Module):
-    def __init__(s):
-        super().__init__(); s.e1 = nn.Conv2d(3, 16, 3, padding=1); s.e2 = nn.Conv2d(16, 32, 3, padding=1)
-        s.d1 = nn.Conv2d(48, 16, 3, padding=1); s.out = nn.Conv2d(16, 2, 1)
-    def forward(s, x):
-        a = F.relu(s.e1(x)); b = F.relu(s.e2(F.max_pool2d(a, 2)))
-        u = F.interpolate(b, scale_factor=2, mode="bilinear", align_corners=False)
-        return s.out(F.relu(s.d1(torch.cat([a, u], 1))))
-
-class TinyTransformer(nn.Module):
-    def __init__(s, vocab=100, d=64, heads=4):
-        super().__init__(); s.emb = nn.Embedding(vocab, d); s.ln1 = nn.LayerNorm(d); s.mha = nn.MultiheadAttention(d, heads, batch_first=True)
-        s.ln2 = nn.LayerNorm(d); s.qkv = nn.Linear(d, 3 * d); s.proj = nn.Linear(d, d); s.ff = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(0.1))
-        s.head = nn.Linear(d, vocab, bias=False); s.head.weight = s.emb.weight; s.h = heads
-    def forward(s, idx):
-        x = s.emb(idx); y = s.ln1(x); x = x + s.mha(y, y, y, need_weights=False)[0]
-        B, T, C = x.shape
-        q, k, v = s.qkv(s.ln2(x)).split(C, dim=2)
-        q, k, v = (t.view(B, T, s.h, C // s.h).transpose(1, 2) for t in (q, k, v))
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).contiguous().view(B, T, C)
-        x = x + s.proj(a); x = x + s.ff(x)
-        return s.head(x)
-
-class Recurrent(nn.Module):
-    def __init__(s, kind):
-        super().__init__(); s.rnn = getattr(nn, kind)(32, 64, num_layers=2, batch_first=True); s.fc = nn.Linear(64, 5)
-    def forward(s, x):
-        return s.fc(s.rnn(x)[0][:, -1])
-
-class Conv1dGroups(nn.Module):
-    def __init__(s):
-        super().__init__(); s.c = nn.Conv1d(8, 32, 5, padding=2); s.bn = nn.BatchNorm1d(32); s.c2 = nn.Conv1d(32, 32, 3, groups=4)
-    def forward(s, x):
-        return s.c2(F.gelu(s.bn(s.c(x))))
-
-class BiLSTM(nn.Module):
-    def __init__(s):
-        super().__init__(); s.e = nn.Embedding(50, 16); s.r = nn.LSTM(16, 32, bidirectional=True); s.fc = nn.Linear(64, 4)
-    def forward(s, x):
-        return s.fc(s.r(s.e(x))[0])
-
-class Patchify(nn.Module):
-    """ViT's patch embedding: oneDNN computes its weight gradient with per-thread gemm scratch."""
-    def __init__(s):
-        super().__init__(); s.p = nn.Conv2d(3, 96, 16, stride=16); s.ln = nn.LayerNorm(96); s.fc = nn.Linear(96, 10)
-    def forward(s, x):
-        return s.fc(s.ln(s.p(x).flatten(2).transpose(1, 2)).mean(1))
-
-def lm_loss(out):
-    return F.cross_entropy(out.flatten(0, 1), torch.zeros(out.shape[0] * out.shape[1], dtype=torch.long, device=out.device))
 
 CASES = {
     "conv_relu_inplace": (ConvReLUInplace, lambda b: torch.randn(b, 3, 16, 16), None),

@@ -125,30 +125,46 @@ class memory_profile:  # noqa: N801 - used like torch.profiler.profile
             return self.prof.__exit__(*exc)
 
 
-def op_allocations(prof, op_name: str) -> list[tuple[int, int]]:
-    """(peak above the op's start, net at its end) in bytes of the allocator events inside each call of
-    ``op_name`` ("aten::convolution") in a profile, in call order."""
+def event_allocations(event) -> list[int]:
+    """Allocation sizes (bytes; negative = free) of the allocator events inside one profiler event tree node,
+    in time order."""
     from torch._C._profiler import _EventType
 
-    out = []
+    acc: list[tuple[int, int]] = []
 
-    def allocs(e, acc):
+    def walk(e):
         if e.typed[0] == _EventType.Allocation:
             acc.append((e.start_time_ns, e.typed[1].alloc_size))
             return
         for c in e.children:
-            allocs(c, acc)
+            walk(c)
+
+    walk(event)
+    acc.sort()
+    return [size for _, size in acc]
+
+
+def peak_and_net(sizes) -> tuple[int, int]:
+    """(largest running sum, final sum) of allocation sizes: the peak above an op's start and what it leaves.
+
+    >>> peak_and_net([100, 50, -100, 10])
+    (150, 60)
+    """
+    live = peak = 0
+    for size in sizes:
+        live += size
+        peak = max(peak, live)
+    return peak, live
+
+
+def op_allocations(prof, op_name: str) -> list[tuple[int, int]]:
+    """(peak above the op's start, net at its end) in bytes of the allocator events inside each call of
+    ``op_name`` ("aten::convolution") in a profile, in call order."""
+    out = []
 
     def visit(e):
         if e.name == op_name:
-            acc: list = []
-            allocs(e, acc)
-            acc.sort()
-            live = peak = 0
-            for _, size in acc:
-                live += size
-                peak = max(peak, live)
-            out.append((peak, live))
+            out.append(peak_and_net(event_allocations(e)))
             return
         for c in e.children:
             visit(c)

@@ -259,6 +259,10 @@ class _Context:
         self.mask_only = np.zeros(n, dtype=bool)
         self.index_width = np.zeros(n, dtype=np.int64)
         self.sparse_producer = np.zeros(n, dtype=bool)
+        self.read_by: dict[int, list[int]] = {}  # op index -> ids of the storages it reads
+        for t in tensors:
+            for u in t.uses:
+                self.read_by.setdefault(u, []).append(t.id)
         for t in tensors:
             if not self.activation[t.id]:
                 continue
@@ -269,7 +273,7 @@ class _Context:
             if bwd:
                 self.bwd_first[t.id], self.bwd_last[t.id] = min(bwd), max(bwd)
             names = _saving_node_names(trace, t)
-            self.mask_only[t.id] = bool(names) and all(_mask_only_save(tl, t, nm) for nm in names)
+            self.mask_only[t.id] = bool(names) and all(_mask_only_save(tl, self.read_by, t, nm) for nm in names)
             if t.dtype == "int64" and any(nm.startswith("MaxPool") for nm in names):
                 self.index_width[t.id] = _index_width(trace, t)
             elif t.dtype == "int64" and any(nm.startswith("EmbeddingBackward") for nm in names):
@@ -294,7 +298,7 @@ class _Context:
         return out
 
 
-def _mask_only_save(tl, t, node_name: str) -> bool:
+def _mask_only_save(tl, read_by: dict, t, node_name: str) -> bool:
     """Whether a save of storage ``t`` by autograd node ``node_name`` needs only a mask
     (:mod:`memsim.core.saved_rules`): a ReLU's own result, the input clone of an in-place hardtanh, or
     dropout noise (made by ``bernoulli_`` outside autograd)."""
@@ -303,15 +307,10 @@ def _mask_only_save(tl, t, node_name: str) -> bool:
     if node_name in MASK_INPUT_CLONE_NODES:
         # the runtime proves the clone is hardtanh's through the next layer saving hardtanh's result
         return op_packet(t.op) == "aten.clone" and any(
-            tl.tensors[j].saved_by for j in _read_by(tl, t.birth) if j != t.id)
+            tl.tensors[j].saved_by for j in read_by.get(t.birth, ()) if j != t.id)
     if node_name in MASK_NOISE_NODES:
         return any(op_packet(tl.ops[w].name) == "aten.bernoulli_" for w in t.writes)
     return False
-
-
-def _read_by(tl, op: int) -> list[int]:
-    """Ids of the storages op ``op`` reads (uses it)."""
-    return [u.id for u in tl.tensors if op in u.uses]
 
 
 def _recompute_plan(trace: Trace, ctx: "_Context") -> tuple[dict[int, list[int]], dict[int, int]]:
@@ -326,10 +325,7 @@ def _recompute_plan(trace: Trace, ctx: "_Context") -> tuple[dict[int, list[int]]
     """
     tl = trace.timeline
     tensors, ops = tl.tensors, tl.ops
-    reads: dict[int, list[int]] = {}
-    for t in tensors:
-        for u in t.uses:
-            reads.setdefault(u, []).append(t.id)
+    reads = ctx.read_by
     forward = {i for i, o in enumerate(ops) if Phase(o.phase) in (Phase.FORWARD, Phase.LOSS)}
     forward_writes = {t.id: [w for w in t.writes if w in forward] for t in tensors if t.writes}
     # (storage id, number of in-place writes its value has had) -> the storages it is rebuilt from

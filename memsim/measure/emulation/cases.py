@@ -2,7 +2,7 @@
 
 torch-only (no memsim import beyond ``models_zoo``), so the same definitions run inside the emulated aarch64
 python (:mod:`memsim.measure.emulation.measure_cases`) and in the native tests (``tests/test_aarch64_fixtures.py``).
-The small models are copies of those in ``tests/test_tracing_fidelity.py`` (same layers, same inputs), plus
+The small models are also the ones ``tests/test_tracing_fidelity.py`` checks on the host (imported from here), plus
 the conv-BN-ReLU net of issue 9 and a few zoo models at small sizes.
 
 Each case is ``Case(name, make_model, make_input(batch), loss_fn, batch)``; :func:`build` returns the model

@@ -35,6 +35,8 @@ import time
 
 import torch
 
+from memsim.measure.profiler import event_allocations, peak_and_net
+
 
 def _threads() -> int:
     return int(os.environ.get("MEMSIM_EMULATED_THREADS", torch.get_num_threads()))
@@ -52,16 +54,6 @@ def _emit(out, record: dict) -> None:
 
 # ---- allocation events inside an op ----
 
-def _allocs(e, acc):
-    from torch._C._profiler import _EventType
-
-    if e.typed[0] == _EventType.Allocation:
-        acc.append((e.start_time_ns, e.typed[1].alloc_size))
-        return
-    for c in e.children:
-        _allocs(c, acc)
-
-
 def _names(e, acc, depth=0):
     from torch._C._profiler import _EventType
 
@@ -78,17 +70,12 @@ def op_allocations(prof, op_name: str) -> list[dict]:
 
     def visit(e):
         if e.name == op_name:
-            acc: list = []
-            _allocs(e, acc)
-            acc.sort()
-            live = peak = 0
-            for _, size in acc:
-                live += size
-                peak = max(peak, live)
+            sizes = event_allocations(e)
+            peak, live = peak_and_net(sizes)
             kids: set = set()
             _names(e, kids)
             out.append({"peak": peak, "net": live, "scratch": peak - live, "children": sorted(kids),
-                        "allocs": [s for _, s in acc] if len(acc) <= 64 else None})
+                        "allocs": sizes if len(sizes) <= 64 else None})
             return
         for c in e.children:
             visit(c)
@@ -242,13 +229,7 @@ def _op_table(prof) -> list[dict]:
 
     def visit(e, top):
         if e.typed[0] == _EventType.TorchOp and e.name.startswith("aten::") and top:
-            acc: list = []
-            _allocs(e, acc)
-            acc.sort()
-            live = peak = 0
-            for _, size in acc:
-                live += size
-                peak = max(peak, live)
+            peak, live = peak_and_net(event_allocations(e))
             kids: set = set()
             _names(e, kids)
             rows.append({"op": e.name, "peak": peak, "net": live, "scratch": peak - live,
