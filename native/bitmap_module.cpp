@@ -66,6 +66,8 @@ class OutputMemory {
   OutputMemory& operator=(const OutputMemory&) = delete;
 
   uint8_t* data() const { return data_; }
+  // Bytes per page of fresh, page-aligned memory (huge pages), or 0 for heap memory that may be reused.
+  uint64_t fresh_page_bytes() const { return mmapped_ ? kHuge : 0; }
 
   void shrink(uint64_t bytes) {
 #if defined(__linux__)
@@ -221,11 +223,12 @@ Header validated(const BytesIn& buf) {
   return h;
 }
 
-void decode_checked(const BytesIn& buf, const Header& h, uint8_t* dst) {
+// `fresh_page_bytes`: see OutputMemory::fresh_page_bytes (0 for memory the caller owns).
+void decode_checked(const BytesIn& buf, const Header& h, uint8_t* dst, uint64_t fresh_page_bytes = 0) {
   const char* err;
   {
     nb::gil_scoped_release release;
-    err = decode_into(buf.data(), h, dst);
+    err = fresh_page_bytes ? decode_into_fresh(buf.data(), h, dst, fresh_page_bytes) : decode_into(buf.data(), h, dst);
   }
   if (err) throw nb::value_error(err);
 }
@@ -258,13 +261,13 @@ nb::dlpack::dtype numpy_dtype_of(uint8_t code) {
 }
 
 // Validates `buf`, decodes it into new memory and returns it as a numpy array of the encoded shape (bfloat16 as
-// uint16). The memory is 64-byte aligned (2 MiB aligned with transparent huge pages from 4 MiB on), so large
-// outputs take the kernels' streaming-store path; numpy's own allocations are only 16-byte aligned.
+// uint16). The memory is 64-byte aligned (2 MiB aligned with transparent huge pages from 4 MiB on, decoded
+// page by page: decode_into_fresh); numpy's own allocations are only 16-byte aligned.
 nb::object decode_new(const BytesIn& buf) {
   const Header h = validated(buf);
   const nb::dlpack::dtype dt = numpy_dtype_of(h.dtype);
   OutputMemory mem(h.numel * static_cast<uint64_t>(h.itemsize));
-  decode_checked(buf, h, mem.data());
+  decode_checked(buf, h, mem.data(), mem.fresh_page_bytes());
   size_t shape[kMaxDims];
   for (int d = 0; d < h.ndim; ++d) shape[d] = static_cast<size_t>(h.shape[d]);
   uint8_t* data = mem.data();

@@ -316,6 +316,32 @@ const char* decode_into(const uint8_t* buf, const Header& h, uint8_t* dst) {
   return ok ? nullptr : "bitmap asks for more values than stored";
 }
 
+const char* decode_into_fresh(const uint8_t* buf, const Header& h, uint8_t* dst, uint64_t page_bytes) {
+  const uint64_t itemsize = static_cast<uint64_t>(h.itemsize);
+  const uint64_t chunk = page_bytes / itemsize;  // elements per page
+  if (h.numel == 0 || chunk == 0 || chunk % 64 != 0) return decode_into(buf, h, dst);
+  // Fresh pages are zeroed by the kernel at their first write, subpage by subpage toward the written address,
+  // so the subpages cleared last are still in cache. Faulting each page at its last line, then writing it
+  // front to back, makes the decoder's stores hit lines the kernel has just zeroed: measured on a 2 MiB
+  // transparent-huge-page VM, 64 MiB decode into fresh memory 10 ms -> 6 ms, where the page faults alone
+  // take 6 ms.
+  const KernelTable& k = active_kernels();
+  const DecodeFn decode = k.decode[log2_itemsize(h.itemsize)];
+  const uint8_t* bitmap = buf + kHeaderBytes;
+  const uint8_t* vals = bitmap + bitmap_bytes(h.numel);
+  uint64_t used = 0;
+  for (uint64_t first = 0; first < h.numel; first += chunk) {
+    const uint64_t n = h.numel - first < chunk ? h.numel - first : chunk;
+    uint8_t* out = dst + first * itemsize;
+    reinterpret_cast<volatile uint8_t*>(out)[n * itemsize - 1] = 0;
+    if (!decode(bitmap + first / 8, vals + used * itemsize, h.nnz - used, n, out))
+      return "bitmap asks for more values than stored";
+    // Whole chunks are multiples of 64 elements, so their bitmap is whole 8-byte words.
+    if (first + n < h.numel) used += k.bitmap_popcount(bitmap + first / 8, n / 8);
+  }
+  return nullptr;
+}
+
 uint64_t count_nonzero(const uint8_t* src, uint64_t numel, int itemsize) {
   return numel ? active_kernels().count_nonzero[log2_itemsize(itemsize)](src, numel) : 0;
 }

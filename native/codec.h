@@ -59,6 +59,10 @@ const char* validate(const uint8_t* buf, uint64_t len, Header* h);
 // Returns nullptr or the reason (only if the buffer changed since it was validated).
 const char* decode_into(const uint8_t* buf, const Header& h, uint8_t* dst);
 
+// Same as decode_into, for `dst` that has never been written (fresh mmap'ed pages of `page_bytes` each,
+// `dst` page-aligned): decodes page by page, faulting each page in at its end first (see codec.cpp).
+const char* decode_into_fresh(const uint8_t* buf, const Header& h, uint8_t* dst, uint64_t page_bytes);
+
 uint64_t count_nonzero(const uint8_t* src, uint64_t numel, int itemsize);
 
 }  // namespace memsim

@@ -487,7 +487,8 @@ def test_concurrent_threads_round_trip():
 
 @pytest.mark.parametrize("code", [codec.DType.FLOAT32, codec.DType.BFLOAT16])
 def test_large_output_streaming_store_path(isa, code):
-    """Outputs of 16 MiB and more are written with streaming stores when 32/64-byte aligned."""
+    """Outputs of 16 MiB and more given as out= are written with streaming stores when 32/64-byte aligned
+    (a decode that allocates goes page by page instead)."""
     n = (17 << 20) // code.itemsize + 5
     x = make_tensor(code, (n,), 0.5, seed=5)
     buf = codec.encode(x)
@@ -495,6 +496,19 @@ def test_large_output_streaming_store_path(isa, code):
     assert out.data_ptr() % 64 == 0
     codec.decode(buf, out=out)
     assert_same_bits(out, x)
+    assert_same_bits(codec.decode(buf), x)
+
+
+@pytest.mark.parametrize("code", [codec.DType.INT8, codec.DType.BFLOAT16, codec.DType.FLOAT32, codec.DType.FLOAT64])
+def test_decode_into_new_memory_page_by_page(isa, code):
+    """A decode that allocates (4 MiB and more: fresh 2 MiB pages) runs page by page, each page's values
+    starting where the previous page's ended: dense, empty and mixed pages and a partial last page."""
+    per_page = (2 << 20) // code.itemsize
+    n = 3 * per_page + 1001
+    x = make_tensor(code, (n,), 0.5, seed=7)
+    x[:per_page] = make_tensor(code, (per_page,), 1.0, seed=8)  # page 0 dense
+    x[per_page:2 * per_page] = 0  # page 1 empty
+    buf = codec.encode(x)
     assert_same_bits(codec.decode(buf), x)
 
 
