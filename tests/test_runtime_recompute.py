@@ -288,3 +288,34 @@ def test_recompute_really_lowers_the_measured_peak():
         step_mod.run_step(work, (x,), loss, opt)
     assert cm.stats.recomputed_count >= 10          # every ReLU result, max-pool values and indices
     assert cm.stats.recomputed_bytes > 0.3 * cm.stats.dense_bytes
+
+
+@pytest.mark.parametrize("policy", ["bitmap+mask+indices", "recompute"])
+def test_a_step_leaves_no_reference_cycles(policy):
+    """Saved tensors and what the hooks made of them are freed by reference counting, not by the cyclic
+    garbage collector: before map_only replaced torch's pytree helpers (a self-referencing closure per call),
+    the peak of a ResNet-50 batch-8 recompute step was 531 MiB or 685 MiB depending on when the collector ran."""
+    import gc
+
+    from memsim.tracing import step as step_mod
+
+    spec = models_zoo.spec("resnet18")
+    model = models_zoo.create("resnet18", seed=0)
+    x = torch.randn((2, 3, 64, 64), generator=torch.Generator().manual_seed(0))
+    opt = step_mod.make_optimizer("sgd", model.parameters())
+    step_mod.warm_up(model, (x,), spec.loss_fn, opt, 1)
+    gc.collect()
+    gc.disable()
+    try:
+        with compressed_activations(policy):
+            step_mod.run_step(model, (x,), spec.loss_fn, opt)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        garbage = list(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    tensors = [o for o in garbage if isinstance(o, torch.Tensor)]
+    ours = sorted({type(o).__name__ for o in garbage if type(o).__module__.startswith("memsim")})
+    assert not tensors and not ours, (len(tensors), ours)

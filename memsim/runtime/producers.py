@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
+from memsim.runtime.recompute import map_only
 
 
 class ProducerMap(TorchDispatchMode):
@@ -47,7 +48,8 @@ class ProducerMap(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        leaves = [t for t in torch.utils._pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        leaves: list = []
+        map_only(torch.Tensor, leaves.append, out)   # not torch's pytree: see map_only
         for position, t in enumerate(leaves):
             if t.is_meta:
                 continue

@@ -34,7 +34,6 @@ import weakref
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map_only
 
 from memsim.core.saved_rules import RECOMPUTABLE_OPS, op_packet
 
@@ -44,6 +43,24 @@ MAX_DEPTH = 24
 #: At most this many recipes are remembered; the oldest are dropped first.
 MAX_RECIPES = 1 << 15
 _PRUNE_EVERY = 2048
+
+
+def map_only(types, fn, tree):
+    """``tree`` (nested tuples, lists and dicts of op arguments) with every instance of ``types`` replaced by
+    ``fn(x)``. Not ``torch.utils._pytree.tree_map_only``: its flattening helper is a closure that refers to
+    itself, a reference cycle per call that keeps the tree's leaves (activations, hook entries) alive until
+    the cyclic garbage collector runs, which made the runtime's peak depend on when that happened.
+
+    >>> map_only(int, lambda x: x + 1, ([1, "a"], {"k": (2,)}))
+    ([2, 'a'], {'k': (3,)})
+    """
+    if isinstance(tree, types):
+        return fn(tree)
+    if type(tree) in (tuple, list):
+        return type(tree)(map_only(types, fn, x) for x in tree)
+    if type(tree) is dict:
+        return {k: map_only(types, fn, v) for k, v in tree.items()}
+    return tree
 
 
 def storage_key(t: torch.Tensor, version: int | None = None) -> tuple:
@@ -140,7 +157,7 @@ class RecipeRecorder(TorchDispatchMode):
                 return func(*args, **kwargs)
             rec_args = (*args[:3], None, None, *args[5:])
         try:
-            ref_args, ref_kwargs = tree_map_only(torch.Tensor, self._ref, (tuple(rec_args), dict(kwargs)))
+            ref_args, ref_kwargs = map_only(torch.Tensor, self._ref, (tuple(rec_args), dict(kwargs)))
         except _Unsupported:
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
@@ -178,7 +195,7 @@ class RecipeRecorder(TorchDispatchMode):
         for position, name in written:
             value = args[position] if position < len(args) else kwargs.get(name)
             if value is not None:
-                tree_map_only(torch.Tensor, check, value)
+                map_only(torch.Tensor, check, value)
         if hits:
             was, self.recording = self.recording, False
             try:
@@ -232,7 +249,7 @@ class _Unsupported(Exception):
 
 def _refs(args, kwargs):
     out: list[Ref] = []
-    tree_map_only(Ref, out.append, (args, kwargs))
+    map_only(Ref, out.append, (args, kwargs))
     return out
 
 
@@ -324,7 +341,7 @@ def _plan(recipe: Recipe, find_entry, memo) -> OpNode:
             return ViewOf(_plan(ref.recipe, find_entry, memo), ref)
         raise NotKept
 
-    args, kwargs = tree_map_only(Ref, resolve, (recipe.args, recipe.kwargs))
+    args, kwargs = map_only(Ref, resolve, (recipe.args, recipe.kwargs))
     node = OpNode(recipe, args, kwargs)
     node.users = 1
     memo[id(recipe)] = node
@@ -374,7 +391,7 @@ def _run(node: OpNode, restore_entry, memo):
         owned_flags.append(owned)
         return v
 
-    args, kwargs = tree_map_only((EntryLeaf, ParamLeaf, ConstLeaf, ViewOf), value, (node.args, node.kwargs))
+    args, kwargs = map_only((EntryLeaf, ParamLeaf, ConstLeaf, ViewOf), value, (node.args, node.kwargs))
     if node.inplace:
         first = node.args[0]
         first_owned = owned_flags[0] if owned_flags else False
@@ -412,28 +429,28 @@ class Recomputed:
         return out.as_strided(self.size, self.stride, self.offset).reshape(-1)
 
 
-def _walk(node: OpNode, on_node=None, on_leaf=None) -> None:
+def _walk(node: OpNode, on_node=None, on_leaf=None, seen: set | None = None) -> None:
     """Visit each op of a plan once, inputs first: ``on_leaf(leaf)`` for its entry leaves, then
-    ``on_node(node)``."""
-    seen: set = set()
+    ``on_node(node)``. (Module-level recursion, not a nested closure calling itself: that closure would be a
+    reference cycle holding ``on_leaf``'s list of entries until the cyclic garbage collector runs.)"""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    for x in _args_of(node):
+        if isinstance(x, ViewOf):
+            _walk(x.node, on_node, on_leaf, seen)
+        elif isinstance(x, EntryLeaf) and on_leaf is not None:
+            on_leaf(x)
+    if on_node is not None:
+        on_node(node)
 
-    def walk(n):
-        if id(n) in seen:
-            return
-        seen.add(id(n))
 
-        def visit(x):
-            if isinstance(x, ViewOf):
-                walk(x.node)
-            elif isinstance(x, EntryLeaf) and on_leaf is not None:
-                on_leaf(x)
-            return x
-
-        tree_map_only((ViewOf, EntryLeaf), visit, (n.args, n.kwargs))
-        if on_node is not None:
-            on_node(n)
-
-    walk(node)
+def _args_of(node: OpNode) -> list:
+    """The plan nodes and leaves among ``node``'s arguments, in argument order."""
+    found: list = []
+    map_only((ViewOf, EntryLeaf), found.append, (node.args, node.kwargs))
+    return found
 
 
 def plan_leaves(node: OpNode) -> list[EntryLeaf]:
