@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
-from memsim.runtime.recompute import map_only
+from memsim.runtime.recompute import leaves_of
 
 
 class ProducerMap(TorchDispatchMode):
@@ -48,8 +48,7 @@ class ProducerMap(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        leaves: list = []
-        map_only(torch.Tensor, leaves.append, out)   # not torch's pytree: see map_only
+        leaves = leaves_of(torch.Tensor, out)   # not torch's pytree: see recompute.map_only
         for position, t in enumerate(leaves):
             if t.is_meta:
                 continue

@@ -63,6 +63,17 @@ def map_only(types, fn, tree):
     return tree
 
 
+
+def leaves_of(types, tree) -> list:
+    """The instances of ``types`` in ``tree`` (as :func:`map_only` walks it), in order.
+
+    >>> leaves_of(int, ([1, "a"], {"k": (2,)}))
+    [1, 2]
+    """
+    found: list = []
+    map_only(types, found.append, tree)
+    return found
+
 def storage_key(t: torch.Tensor, version: int | None = None) -> tuple:
     """``(storage pointer, storage bytes, version, dtype)`` of ``t`` (its current version by default)."""
     storage = t.untyped_storage()
@@ -247,10 +258,8 @@ class _Unsupported(Exception):
     pass
 
 
-def _refs(args, kwargs):
-    out: list[Ref] = []
-    map_only(Ref, out.append, (args, kwargs))
-    return out
+def _refs(args, kwargs) -> list[Ref]:
+    return leaves_of(Ref, (args, kwargs))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -437,20 +446,13 @@ def _walk(node: OpNode, on_node=None, on_leaf=None, seen: set | None = None) -> 
     if id(node) in seen:
         return
     seen.add(id(node))
-    for x in _args_of(node):
+    for x in leaves_of((ViewOf, EntryLeaf), (node.args, node.kwargs)):
         if isinstance(x, ViewOf):
             _walk(x.node, on_node, on_leaf, seen)
         elif isinstance(x, EntryLeaf) and on_leaf is not None:
             on_leaf(x)
     if on_node is not None:
         on_node(node)
-
-
-def _args_of(node: OpNode) -> list:
-    """The plan nodes and leaves among ``node``'s arguments, in argument order."""
-    found: list = []
-    map_only((ViewOf, EntryLeaf), found.append, (node.args, node.kwargs))
-    return found
 
 
 def plan_leaves(node: OpNode) -> list[EntryLeaf]:
