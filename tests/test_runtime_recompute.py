@@ -166,6 +166,60 @@ def test_batch_norm_recomputed_without_running_stats_is_bit_identical():
         assert torch.equal(_bits(ref), _bits(again)) and ref.stride() == again.stride()
 
 
+_APPLY_CHECK = """
+import torch
+from memsim.runtime.recompute import _batch_norm_apply_args
+torch.manual_seed(4)
+cases = [((8, 64, 14, 14), torch.contiguous_format, True), ((8, 64, 14, 14), torch.channels_last, True),
+         ((16, 1000, 1, 1), torch.channels_last, True), ((64, 300), None, True), ((4, 128, 30), None, True),
+         ((2, 16, 3, 4, 5), torch.channels_last_3d, True), ((4, 32, 7, 7), None, False)]
+checked = 0
+for dtype in (torch.float32, torch.float64):
+    for shape, fmt, affine in cases:
+        c = shape[1]
+        for scale in (1e-4, 1.0, 1e3):
+            x = (torch.randn(shape, dtype=dtype) * scale + torch.randn(c, dtype=dtype).view(1, c, *[1] * (len(shape) - 2)))
+            if fmt is not None:
+                x = x.contiguous(memory_format=fmt)
+            w = torch.randn(c, dtype=dtype) if affine else None
+            b = torch.randn(c, dtype=dtype) if affine else None
+            out = torch.ops.aten.native_batch_norm(x, w, b, None, None, True, 0.1, 1e-5)
+            applied = _batch_norm_apply_args((x, w, b, None, None, True, 0.1, 1e-5), out)
+            assert applied is not None, (shape, fmt)
+            consts = [None if r is None else r.const for r in applied[:4]]
+            again = torch.ops.aten.native_batch_norm(x, *consts, applied[4], 0.1, 1e-5)[0]
+            width = {4: torch.int32, 8: torch.int64}[x.element_size()]
+            assert torch.equal(out[0].view(width), again.view(width)), (dtype, shape, fmt, scale)
+            assert again.stride() == out[0].stride()
+            checked += 1
+# a layout the kernel's other formula handles, and a dtype with a wider alpha, are left in training mode
+x = torch.randn(6, 5, 4, 4).transpose(0, 3)
+assert _batch_norm_apply_args((x, None, None, None, None, True, 0.1, 1e-5), torch.ops.aten.native_batch_norm(x, None, None, None, None, True, 0.1, 1e-5)) is None
+x = torch.randn(4, 8, 3, 3, dtype=torch.bfloat16)
+assert _batch_norm_apply_args((x, None, None, None, None, True, 0.1, 1e-5), torch.ops.aten.native_batch_norm(x, None, None, None, None, True, 0.1, 1e-5)) is None
+print("checked", checked)
+"""
+
+
+@pytest.mark.parametrize("capability", ["native", "avx2", "default"])
+def test_batch_norm_applied_from_saved_statistics_is_bit_identical(capability):
+    """Recompute runs batch norm in eval mode with the saved statistics folded into its weight: the same
+    bits as the training-mode forward, for every kernel build the CPU may pick (the AVX2/AVX-512 builds
+    contract ``bias - mean * alpha`` into an FMA, the default build does not; both must hold)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if capability != "native":
+        env["ATEN_CPU_CAPABILITY"] = capability
+    done = subprocess.run([sys.executable, "-c", _APPLY_CHECK], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "checked 42" in done.stdout
+
+
 def _inplace_after_op_run(context, late: bool):
     torch.manual_seed(5)
     w, s, y = (torch.randn(32, 32, requires_grad=True) for _ in range(3))
@@ -235,6 +289,55 @@ def test_residual_chain_recomputes_through_blocks():
     x = torch.randn(2, 3, 8, 8)
     stats = _check_model(model, x, _image_loss)
     assert sum(1 for r in stats.records if r.producer == "ReluBackward0" and r.kind == "recompute") == 6
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        out = self.bn(self.conv(x))
+        out += x
+        return torch.relu_(out)
+
+
+def test_a_residual_chain_is_rebuilt_holding_few_block_outputs():
+    """Rebuilding block 8 of a chain evaluates the deep argument (block 7, and block 6 inside it, ...) before
+    each block's own batch norm: a few block-sized tensors live at once, not one or two per block."""
+    from memsim.measure.profiler import measure_peak
+
+    torch.manual_seed(7)
+    blocks = nn.Sequential(*[_ResidualBlock(8) for _ in range(8)])
+    stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
+    x = torch.randn(4, 3, 32, 32)
+    block_bytes = 4 * 8 * 32 * 32 * 4
+    with compressed_activations("recompute", min_bytes=0) as cm:
+        out = blocks(stem(x))
+        rep = cm._hooks._recomputed(out, True)
+        assert rep is not None and rep.plan.depth >= 16
+        cm._hooks._cache.clear()
+        measured = measure_peak(lambda: cm._hooks.recompute(rep))
+        peak = measured.peak_bytes - measured.baseline_bytes    # the kept inputs it read are not new
+        del out
+    assert peak <= 4 * block_bytes, f"rebuilding held {peak / block_bytes:.1f} block outputs at once"
+
+
+def test_a_recomputed_result_leaves_the_cache_after_its_last_saver():
+    """The ReLU result is saved by the ReLU and by the next convolution; once both have unpacked it, the
+    hooks no longer hold it (checked when the gradient reaches the batch norm's input), even when the graph
+    is retained (without ``retain_graph`` autograd frees the saved entries, which evicts them too)."""
+    torch.manual_seed(8)
+    conv1, bn, conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(2, 3, 16, 16)
+    seen = []
+    with compressed_activations("recompute", min_bytes=0) as cm:
+        a = conv1(x)
+        y = torch.relu(bn(a))
+        assert cm._hooks._recomputed(y, True) is not None
+        a.register_hook(lambda g: seen.append([v[2].shape for v in cm._hooks._cache.values()]))
+        conv2(y).sum().backward(retain_graph=True)
+    assert seen == [[]]
 
 
 def test_plan_ops_of_a_relu_after_batch_norm():

@@ -30,9 +30,10 @@ recipe keyed by the output's storage and version (an in-place op's recipe refers
 it overwrote). When a saved tensor has a recipe whose inputs are all kept anyway (stored by these hooks: a
 convolution output batch norm saved, recomputed themselves, or parameters), only the recipe is kept (0 bytes;
 record kind ``"recompute"``), holding the entries of its inputs. Backward reruns the ops under ``no_grad``,
-in-place ones in place on the fresh intermediate; batch norm is rerun without running statistics (they are
-updated once, by the forward; its output is bit-identical). A residual chain (ResNet block outputs through the
-adds of a stage) is rebuilt from the stage's first block; the last two recomputed results are cached.
+in-place ones in place on the fresh intermediate; batch norm applies the batch statistics the forward saved
+and never touches the running ones (they are updated once, by the forward; its output is bit-identical). A
+residual chain (ResNet block outputs through the adds of a stage) is rebuilt from the stage's first block,
+deepest input first; the last two recomputed results are cached, each until its last saver has unpacked it.
 
 Limits of ``recompute``: an input nobody saved (a convolution output followed only by a ReLU, as in VGG and
 SqueezeNet) leaves the result stored; ops outside the rules (SiLU, hardswish, LayerNorm) are stored; inputs
@@ -248,10 +249,13 @@ _EXACT, _MASK = 0, 1
 class _Entry:
     """One stored storage (or view region): an exact representation, or only a mask one."""
 
-    __slots__ = ("exact", "mask", "record", "__weakref__")
+    __slots__ = ("exact", "mask", "record", "packs", "unpacks", "__weakref__")
 
     def __init__(self, exact=None, mask=None, record=None):
         self.exact, self.mask, self.record = exact, mask, record
+        # pack calls that returned this entry, and unpack calls so far: once every saver has unpacked, a
+        # recomputed result is not asked for again in this backward and leaves the cache
+        self.packs, self.unpacks = 1, 0
 
     def restore(self, need: int):
         if self.exact is not None:
@@ -368,6 +372,7 @@ class _Hooks:
                 self._update_record(entry, kind_reason)
             if entry.record is not None:
                 entry.record.savers += 1
+            entry.packs += 1
         return _Packed(entry, tuple(t.shape), tuple(t.stride()), 0, need, whole)
 
     def settle(self, next_t) -> None:
@@ -719,9 +724,14 @@ class _Hooks:
             self.settle(None)
         if isinstance(packed, torch.Tensor):
             return packed
-        rep = packed.entry.exact
+        entry = packed.entry
+        rep = entry.exact
         if rep is not None and rep.kind == "recompute":
-            return self.recompute(rep).as_strided(packed.size, packed.stride, 0 if rep.whole else rep.offset)
+            out = self.recompute(rep).as_strided(packed.size, packed.stride, 0 if rep.whole else rep.offset)
+            entry.unpacks += 1
+            if entry.unpacks >= entry.packs:   # its last saver: no need to hold the result any longer
+                self._cache.pop(id(rep), None)
+            return out
         flat = packed.entry.restore(packed.need)
         if packed.whole:
             return flat.as_strided(packed.size, packed.stride, packed.offset)

@@ -15,9 +15,14 @@ recipe input with none of those (an activation nobody saved) makes the tensor st
 the hook entries they need strongly and no dense tensor; :func:`run_plan` runs the ops again under
 ``torch.no_grad()``, in-place ops in place on the freshly computed intermediate.
 
-Batch norm is recorded with ``running_mean=None, running_var=None`` (training mode), so recomputation never
-touches BN's running statistics: they are updated once per step, by the forward. Its output 0 only depends on
-the batch statistics, so it is bit-identical to the forward's.
+Batch norm never touches BN's running statistics in recomputation: they are updated once per step, by the
+forward. On the CPU (float32/float64, contiguous or channels-last input) it is recorded as an eval-mode call
+that applies the batch statistics the forward computed (:func:`_batch_norm_apply_args`: one elementwise pass,
+bit-identical); elsewhere as a training-mode call with ``running_mean=None, running_var=None``, which collects
+the same batch statistics again. Either way its output 0 is the forward's, bit for bit.
+
+A plan's arguments are evaluated deepest first, so a residual chain rebuilt through a stage holds one block
+output per level, not also each level's batch-norm output.
 
 Example:
     >>> import torch
@@ -100,7 +105,7 @@ class Ref:
 
     __slots__ = ("key", "storage", "size", "stride", "offset", "recipe", "param", "const")
 
-    def __init__(self, t: torch.Tensor, recipe: "Recipe | None", storage: StorageWeakRef):
+    def __init__(self, t: torch.Tensor, recipe: "Recipe | None", storage: StorageWeakRef, const=None):
         self.key = storage_key(t)
         # which storage: the pointer in ``key`` may be reused by a new storage once this one dies (a weak
         # reference keeps the storage object's address from being reused, so equal ``cdata`` means same storage)
@@ -109,7 +114,9 @@ class Ref:
         self.recipe = recipe
         self.param = weakref.ref(t) if _param_like(t) else None
         # a 0-dim tensor argument that is not a parameter (a scalar made a tensor): small, copied
-        self.const = t.detach().clone() if (self.param is None and t.dim() == 0 and recipe is None) else None
+        if const is None and self.param is None and t.dim() == 0 and recipe is None:
+            const = t.detach().clone()
+        self.const = const
 
 
 class Recipe:
@@ -160,8 +167,8 @@ class RecipeRecorder(TorchDispatchMode):
         if rule is None or not self.recording or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         packet = op_packet(str(func))
-        rec_args = args
-        if packet == "aten.native_batch_norm":
+        rec_args, batch_norm = args, packet == "aten.native_batch_norm"
+        if batch_norm:
             # (input, weight, bias, running_mean, running_var, training, momentum, eps): recompute from batch
             # statistics only, never touching the running ones; eval-mode BN reads buffers: not recorded
             if len(args) < 8 or kwargs or not args[5]:
@@ -172,6 +179,10 @@ class RecipeRecorder(TorchDispatchMode):
         except _Unsupported:
             return func(*args, **kwargs)
         out = func(*args, **kwargs)
+        if batch_norm:
+            applied = _batch_norm_apply_args(args, out)
+            if applied is not None:
+                ref_args = (ref_args[0], *applied, *ref_args[6:])
         inplace = func._schema.is_mutable
         outs = out if isinstance(out, (tuple, list)) else (out,)
         depth = 1 + max((r.recipe.depth for r in _refs(ref_args, ref_kwargs) if r.recipe is not None), default=0)
@@ -248,6 +259,46 @@ class RecipeRecorder(TorchDispatchMode):
         self.table, self.watched = {}, {}
 
 
+def _batch_norm_apply_args(args, out) -> tuple | None:
+    """Arguments ``(weight, bias, running_mean, running_var, training)`` that make an eval-mode
+    ``native_batch_norm`` give the bits of this training-mode call, or None where that is not known to hold.
+
+    Why: recomputing in training mode collects the batch statistics again (a scalar double-precision pass,
+    most of batch norm's time on the CPU); applying the saved ones is one elementwise pass. The CPU kernel
+    for contiguous and channels-last inputs computes ``alpha = invstd * weight``, ``beta = bias - mean *
+    alpha`` and ``x * alpha + beta``, with ``invstd`` the saved one in training and ``1 / sqrt(running_var +
+    eps)`` in eval. An eval call with running variance ``1 - eps`` (so ``invstd`` is exactly 1), weight
+    ``invstd * weight`` (the very product the kernel forms) and the same mean and bias therefore forms the same
+    ``alpha`` and, by the same code (FMA-contracted or not), the same ``beta``. Other layouts go through a
+    different formula, other dtypes through a wider ``alpha``, CUDA through other kernels: left in training
+    mode."""
+    x, weight, bias, eps = args[0], args[1], args[2], args[7]
+    params = [p for p in (weight, bias) if p is not None]
+    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dim() < 2
+            or any(p.dtype != x.dtype or p.device != x.device or not p.is_contiguous() for p in params)):
+        return None
+    if not (x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+            or (x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d))):
+        return None
+    mean, invstd = out[1], out[2]
+    channels = x.shape[1]
+    if mean.shape != (channels,) or invstd.shape != (channels,):
+        return None
+    var = torch.ones((), dtype=x.dtype) - eps
+    if float(var + eps) != 1.0:     # 1 - eps rounds so that adding eps back is exactly 1: invstd = 1 / 1
+        return None
+    with torch.no_grad():
+        scale = invstd * weight if weight is not None else invstd.clone()
+        consts = (scale, None if bias is None else bias.detach().clone(), mean.detach().clone(),
+                  var.expand(channels).clone())
+    return (*(None if c is None else _const_ref(c) for c in consts), False)
+
+
+def _const_ref(t: torch.Tensor) -> "Ref":
+    """A :class:`Ref` to a small tensor the recipe owns (a copy, never a kept entry)."""
+    return Ref(t, None, StorageWeakRef(t.untyped_storage()), const=t)
+
+
 def _written_arguments(func) -> tuple:
     """(position, name) of the arguments ``func`` writes, from its schema (empty for a pure op)."""
     return tuple((i, a.name) for i, a in enumerate(func._schema.arguments)
@@ -295,12 +346,14 @@ class ConstLeaf:
 class OpNode:
     """One op to run again; ``args``/``kwargs`` hold leaves, :class:`ViewOf` nodes and plain values."""
 
-    __slots__ = ("func", "args", "kwargs", "index", "size", "stride", "inplace", "users")
+    __slots__ = ("func", "args", "kwargs", "index", "size", "stride", "inplace", "users", "depth")
 
     def __init__(self, recipe: Recipe, args, kwargs):
         self.func, self.args, self.kwargs, self.index = recipe.func, args, kwargs, recipe.index
         self.size, self.stride, self.inplace = recipe.size, recipe.stride, recipe.inplace
         self.users = 0
+        # ops run to rebuild this one, through recomputed entries too (see _arguments_in_order)
+        self.depth = 1 + max((_leaf_depth(x) for x in leaves_of(_LEAVES, (args, kwargs))), default=0)
 
 
 class ViewOf:
@@ -310,6 +363,9 @@ class ViewOf:
 
     def __init__(self, node: OpNode, ref: Ref):
         self.node, self.size, self.stride, self.offset = node, ref.size, ref.stride, ref.offset
+
+
+_LEAVES = (EntryLeaf, ParamLeaf, ConstLeaf, ViewOf)
 
 
 class NotKept(Exception):
@@ -389,18 +445,36 @@ def _value(x, restore_entry, memo):
     return x, False
 
 
+def _leaf_depth(x) -> int:
+    if isinstance(x, ViewOf):
+        return x.node.depth
+    if isinstance(x, EntryLeaf) and x.entry.exact is not None and x.entry.exact.kind == "recompute":
+        return x.entry.exact.plan.depth
+    return 0
+
+
+def _arguments_in_order(node: OpNode, restore_entry, memo):
+    """``node``'s arguments with every leaf replaced by its tensor, and the owned flag of each leaf.
+
+    Leaves are evaluated deepest first (then in argument order): the residual add of block k takes
+    ``bn3(conv3)`` and block k-1's output; rebuilding k-1 first (and k-2 inside it, ...) holds one block
+    output per level of a stage's chain, where argument order would hold one ``bn3`` output per level as well
+    (seven 24.5 MiB tensors at once in ResNet-50's third stage at batch 32)."""
+    leaves = leaves_of(_LEAVES, (node.args, node.kwargs))
+    values: list = [None] * len(leaves)
+    owned: list[bool] = [False] * len(leaves)
+    for i in sorted(range(len(leaves)), key=lambda i: -_leaf_depth(leaves[i])):
+        values[i], owned[i] = _value(leaves[i], restore_entry, memo)
+    it = iter(values)
+    args, kwargs = map_only(_LEAVES, lambda _: next(it), (node.args, node.kwargs))
+    return args, kwargs, owned
+
+
 def _run(node: OpNode, restore_entry, memo):
     done = memo.get(id(node))
     if done is not None:
         return done, False
-    owned_flags: list[bool] = []
-
-    def value(x):
-        v, owned = _value(x, restore_entry, memo)
-        owned_flags.append(owned)
-        return v
-
-    args, kwargs = map_only((EntryLeaf, ParamLeaf, ConstLeaf, ViewOf), value, (node.args, node.kwargs))
+    args, kwargs, owned_flags = _arguments_in_order(node, restore_entry, memo)
     if node.inplace:
         first = node.args[0]
         first_owned = owned_flags[0] if owned_flags else False
