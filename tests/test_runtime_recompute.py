@@ -198,14 +198,33 @@ assert _batch_norm_apply_args((x, None, None, None, None, True, 0.1, 1e-5), torc
 x = torch.randn(4, 8, 3, 3, dtype=torch.bfloat16)
 assert _batch_norm_apply_args((x, None, None, None, None, True, 0.1, 1e-5), torch.ops.aten.native_batch_norm(x, None, None, None, None, True, 0.1, 1e-5)) is None
 print("checked", checked)
+# max-pool rerun through channels-last chunks: the NCHW kernel's values and indices, ties and NaN included
+import itertools
+from memsim.runtime import recompute as rc
+assert rc._max_pool_in_channels_last_is_exact()
+rc._MAX_POOL_CHUNK_BYTES = 1 << 12      # several chunks even for these small inputs
+pooled = 0
+for shape, rest in itertools.product([(5, 16, 28, 28), (3, 3, 17, 13), (1, 130, 9, 9)],
+                                     [([3, 3], [2, 2], [1, 1], [1, 1], False), ([2, 2], [2, 2], [0, 0], [1, 1], False),
+                                      ([3, 3], [2, 2], [1, 1], [2, 2], True), ([3, 3], [1, 1], [1, 1], [1, 1], False)]):
+    for kind in ("relu", "small ints", "nan"):
+        x = torch.randn(shape)
+        x = {"relu": x.relu(), "small ints": x.mul(2).round(), "nan": x.masked_fill(x > 1.5, float("nan"))}[kind]
+        a = torch.ops.aten.max_pool2d_with_indices(x, *rest)
+        b = rc._rerun(torch.ops.aten.max_pool2d_with_indices.default, (x, *rest), {})
+        assert torch.equal(a[0].view(torch.int32), b[0].view(torch.int32)) and torch.equal(a[1], b[1]), (shape, rest, kind)
+        assert a[0].stride() == b[0].stride() and a[1].stride() == b[1].stride()
+        pooled += 1
+print("pooled", pooled)
 """
 
 
 @pytest.mark.parametrize("capability", ["native", "avx2", "default"])
-def test_batch_norm_applied_from_saved_statistics_is_bit_identical(capability):
-    """Recompute runs batch norm in eval mode with the saved statistics folded into its weight: the same
-    bits as the training-mode forward, for every kernel build the CPU may pick (the AVX2/AVX-512 builds
-    contract ``bias - mean * alpha`` into an FMA, the default build does not; both must hold)."""
+def test_faster_reruns_are_bit_identical(capability):
+    """Recompute runs batch norm in eval mode with the saved statistics folded into its weight, and max-pool
+    through channels-last chunks: the same bits as the forward's calls, for every kernel build the CPU may
+    pick (the AVX2/AVX-512 builds contract BN's ``bias - mean * alpha`` into an FMA, the default build does
+    not; both must hold)."""
     import os
     import subprocess
     import sys
@@ -217,7 +236,7 @@ def test_batch_norm_applied_from_saved_statistics_is_bit_identical(capability):
     done = subprocess.run([sys.executable, "-c", _APPLY_CHECK], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "checked 42" in done.stdout
+    assert "checked 42" in done.stdout and "pooled 36" in done.stdout
 
 
 def _inplace_after_op_run(context, late: bool):
