@@ -530,7 +530,8 @@ def _rerun(func, args, kwargs):
     :func:`_max_pool_in_channels_last_is_exact` checks that once per process. The input is converted a block
     of channels at a time, so the rerun needs about ``_MAX_POOL_CHUNK_BYTES`` more than the op itself."""
     if (func is _MAX_POOL and not kwargs and args[0].device.type == "cpu" and args[0].dim() == 4
-            and args[0].is_floating_point() and args[0].is_contiguous() and _max_pool_in_channels_last_is_exact()):
+            and args[0].dtype in (torch.float32, torch.float64) and args[0].is_contiguous()
+            and _max_pool_in_channels_last_is_exact(args[0].dtype)):
         return _max_pool_by_channels_last_chunks(args[0], args[1:])
     return func(*args, **kwargs)
 
@@ -556,16 +557,17 @@ def _max_pool_by_channels_last_chunks(x: torch.Tensor, rest: tuple):
 
 
 @functools.lru_cache(maxsize=None)
-def _max_pool_in_channels_last_is_exact() -> bool:
-    """Once per process: do the NCHW and channels-last max-pool kernels agree on values and indices, with
-    ties (ReLU zeros) and NaN?"""
+def _max_pool_in_channels_last_is_exact(dtype: torch.dtype) -> bool:
+    """Once per process and dtype: do the NCHW and channels-last max-pool kernels agree on values and
+    indices, with ties (ReLU zeros) and NaN?"""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randint(-2, 3, (3, 19, 11, 13), generator=gen).float().relu_()
+    x = torch.randint(-2, 3, (3, 19, 11, 13), generator=gen).to(dtype).relu_()
     x[0, 0, 0, :4] = float("nan")
+    width = {4: torch.int32, 8: torch.int64}[x.element_size()]
     for rest in (([3, 3], [2, 2], [1, 1], [1, 1], False), ([2, 2], [1, 1], [0, 0], [2, 2], True)):
         a = _MAX_POOL(x, *rest)
         b = _max_pool_by_channels_last_chunks(x, rest)
-        if not (torch.equal(a[0].view(torch.int32), b[0].view(torch.int32)) and torch.equal(a[1], b[1])
+        if not (torch.equal(a[0].view(width), b[0].view(width)) and torch.equal(a[1], b[1])
                 and a[0].stride() == b[0].stride()):
             return False
     return True

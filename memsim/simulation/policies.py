@@ -280,7 +280,7 @@ class _Context:
                 self.index_width[t.id] = _embedding_index_width(trace, t)
             self.sparse_producer[t.id] = _is_sparse_producer(trace, t)
         self.blocks = _checkpoint_blocks(trace)
-        self.recompute_inputs, self.recompute_flops = _recompute_plan(trace, self)
+        self.recompute_inputs, self.recompute_flops, self.recompute_intermediates = _recompute_plan(trace, self)
         self.recomputable = np.zeros(n, dtype=bool)
         self.recomputable[list(self.recompute_inputs)] = True
         self._sparsity: dict[int, tuple[object, np.ndarray]] = {}
@@ -313,12 +313,14 @@ def _mask_only_save(tl, read_by: dict, t, node_name: str) -> bool:
     return False
 
 
-def _recompute_plan(trace: Trace, ctx: "_Context") -> tuple[dict[int, list[int]], dict[int, int]]:
+def _recompute_plan(trace: Trace, ctx: "_Context"
+                    ) -> tuple[dict[int, list[int]], dict[int, int], dict[int, set[int]]]:
     """Which saved activations ``recompute`` rebuilds in backward (:mod:`memsim.core.saved_rules`).
 
     Returns ``{tensor id: ids of the recomputable storages it is computed from}`` for every recomputable
-    storage, and ``{tensor id: FLOPs of recomputing it once, its recomputable inputs included}`` (at the
-    traced batch). A storage qualifies when the op that made it and every in-place op that wrote it in the
+    storage, ``{tensor id: FLOPs of recomputing it once, its recomputable inputs included}`` (at the
+    traced batch), and ``{tensor id: those inputs needed at another version than the one saved}`` (the
+    runtime rebuilds them as intermediates of the plan, not as entries of their own). A storage qualifies when the op that made it and every in-place op that wrote it in the
     forward pass are cheap ops, and every other storage those ops read is kept anyway: a parameter, buffer
     or input, an activation some autograd node saves, or itself recomputable (saved or not: a downsample
     branch's batch-norm output feeds the residual add without being saved).
@@ -331,6 +333,7 @@ def _recompute_plan(trace: Trace, ctx: "_Context") -> tuple[dict[int, list[int]]
     # (storage id, number of in-place writes its value has had) -> the storages it is rebuilt from
     memo: dict[tuple[int, int], list[int] | None] = {}
     flops: dict[tuple[int, int], int] = {}
+    other_version: dict[tuple[int, int], set[int]] = {}
 
     def chain(i: int, before: int) -> list[int] | None:
         """How storage ``i``'s value as read by op ``before`` is rebuilt (its maker and the in-place
@@ -360,6 +363,7 @@ def _recompute_plan(trace: Trace, ctx: "_Context") -> tuple[dict[int, list[int]]
                           and not any(w > op for w in forward_writes.get(j, ()))):
                     return None
         memo[key] = sorted(set(inputs))
+        other_version[key] = {j for j, w in rebuilt if w != len(forward_writes.get(j, ()))}
         numel = t.nbytes // max(1, itemsize(t.dtype))
         flops[key] = (sum(RECOMPUTE_FLOPS_PER_ELEMENT.get(op_packet(ops[o].name), 1) for o in (t.birth, *writes))
                       * numel + sum(flops[k] for k in set(rebuilt)))
@@ -369,7 +373,8 @@ def _recompute_plan(trace: Trace, ctx: "_Context") -> tuple[dict[int, list[int]]
     found = {t.id: chain(t.id, end) for t in tensors if t.saved_by}
     final = {i: (i, len(forward_writes.get(i, ()))) for i in found}
     return ({i: v for i, v in found.items() if v is not None},
-            {i: flops[final[i]] for i, v in found.items() if v is not None})
+            {i: flops[final[i]] for i, v in found.items() if v is not None},
+            {i: other_version[final[i]] for i, v in found.items() if v is not None})
 
 
 def _context(trace: Trace) -> _Context:
@@ -498,15 +503,37 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
 
 def _recompute_transients(ctx: _Context, recomputed: np.ndarray, sizes: np.ndarray):
     """(op, bytes, tensor id) of the inputs rebuilt on the way when a recomputed storage is computed from
-    other recomputed storages (a residual block output from the previous block's): alive for that op."""
-    birth, size, src = [], [], []
+    other recomputed storages, one interval per backward op.
+
+    Two kinds, as the runtime holds them (:mod:`memsim.runtime.recompute`):
+
+    - a recomputed entry of its own (a residual block output rebuilt from the previous block's): the runtime
+      caches it for its own savers, so it is alive through the op;
+    - an intermediate (a value nobody saved, or another version of a saved storage: the batch-norm output an
+      in-place ReLU6's clone copies): alive only while the op unpacks its saved tensors, before it allocates
+      its outputs. There the op's memory is ``max(live - outputs + intermediates, live)``, so they count
+      ``max(0, intermediates - outputs)`` bytes at that op (counting them beside the outputs overstated
+      MobileNetV2's batch-8 peak by one 36.8 MiB activation).
+    """
+    held: dict[int, int] = {}
+    passing: dict[int, int] = {}
+    first_src: dict[int, int] = {}
     for i in np.nonzero(recomputed & (ctx.bwd_first >= 0))[0]:
+        op = int(ctx.bwd_first[i])
         for j in ctx.recompute_inputs.get(int(i), ()):
-            if recomputed[j] or not ctx.activation[j]:  # not saved: always rebuilt on the way
-                birth.append(int(ctx.bwd_first[i]))
-                size.append(int(sizes[j]))
-                src.append(j)
-    return (np.asarray(birth, dtype=np.int64), np.asarray(size, dtype=np.int64), np.asarray(src, dtype=np.int64))
+            if not ctx.activation[j] or j in ctx.recompute_intermediates.get(int(i), ()):
+                passing[op] = passing.get(op, 0) + int(sizes[j])
+            elif recomputed[j]:
+                held[op] = held.get(op, 0) + int(sizes[j])
+            else:
+                continue
+            first_src.setdefault(op, j)
+    if not first_src:
+        return (np.zeros(0, dtype=np.int64),) * 3
+    at = np.asarray(sorted(first_src), dtype=np.int64)
+    outputs = np.bincount(np.clip(ctx.birth, 0, None), weights=sizes, minlength=int(at.max()) + 1)
+    extra = [held.get(int(op), 0) + max(0, passing.get(int(op), 0) - int(outputs[op])) for op in at]
+    return at, np.asarray(extra, dtype=np.int64), np.asarray([first_src[int(op)] for op in at], dtype=np.int64)
 
 
 def _index_width(trace: Trace, t) -> int:
