@@ -65,7 +65,7 @@ def _backend_line(report) -> str:
 def _plan_line(plan) -> str:
     rung = {"none": "everything dense fits", "encode": "bitmaps, masks and narrow indices where needed",
             "recompute": "encodings, then recompute of cheap ops where needed",
-            "checkpoint": "block checkpointing (encodings and recompute were not enough)"}[plan.rung]
+            "checkpoint": "encodings, recompute, and block checkpointing where still needed"}[plan.rung]
     verdict = "fits" if plan.fits else "does NOT fit even so"
     return f"plan for {plan.device} at batch {plan.batch_size}: {rung}; {verdict}"
 
@@ -105,6 +105,8 @@ def render(report, *, color: bool = False, top: int = 8) -> str:
             rows = [[r["kind"], r["tensors"], format_bytes(r["dense_bytes"]), format_bytes(r["stored_bytes"])]
                     for r in plan.summary()]
             lines.append(table(["storage", "tensors", "dense", "stored"], rows, right={1, 2, 3}, indent="  "))
+        if plan.checkpoint_blocks:
+            lines.append(f"  checkpointed blocks ({len(plan.checkpoint_blocks)}): {', '.join(plan.checkpoint_blocks)}")
     bd = report.breakdown
     lines += ["", f"live at the peak ({report.policy}, op {bd.index} of {report.trace.timeline.n_ops}: "
               f"{_op_label(report, bd.index)}):"]

@@ -454,18 +454,16 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
 
     recompute_start = np.zeros(n, dtype=np.int64)
     if policy is Policy.CHECKPOINT and ctx.blocks:
-        ids = np.fromiter(ctx.blocks.keys(), dtype=np.int64)
-        start: dict[str, int] = {}
-        for i in ids:
-            if ctx.bwd_first[i] >= 0:
-                b = ctx.blocks[int(i)]
-                start[b] = min(start.get(b, tl.n_ops), int(ctx.bwd_first[i]))
-        for i in ids:
-            recompute_start[i] = start.get(ctx.blocks[int(i)], ctx.death[i])
-        kind[ids] = KIND_CHECKPOINT
-        out.extra_flops = sum(o.flops for o in tl.ops
-                              if Phase(o.phase) is Phase.FORWARD and _block_of(o.module, set(ctx.blocks.values())))
-        out.notes.append(f"{len(set(ctx.blocks.values()))} checkpointed blocks")
+        checkpointed = np.fromiter(ctx.blocks.keys(), dtype=np.int64)
+    elif kinds is not None:
+        checkpointed = np.nonzero((kinds == KIND_CHECKPOINT) & ctx.activation)[0]
+    else:
+        checkpointed = np.zeros(0, dtype=np.int64)
+    if len(checkpointed):
+        kind[checkpointed] = KIND_CHECKPOINT
+        blocks = _checkpoint_windows(ctx, checkpointed, recompute_start, tl.n_ops)
+        out.extra_flops += block_forward_flops(trace, blocks, batch_size)
+        out.notes.append(f"{len(blocks)} checkpointed blocks")
 
     dense = kind == 0
     packed = (kind > 0) & (kind != KIND_CHECKPOINT)
@@ -473,8 +471,8 @@ def apply_policy(trace: Trace, policy: Policy | str, sparsity=None, batch_size: 
     chain_birth, chain_size, chain_src = _recompute_transients(ctx, kind == KIND_RECOMPUTE, sizes)
     if (kind == KIND_RECOMPUTE).any():
         scale = sizes / np.maximum(ctx.size0, 1)
-        out.extra_flops = int(sum(ctx.recompute_flops[int(i)] * scale[i] * max(1, len(tl.tensors[i].saved_by))
-                                  for i in np.nonzero(kind == KIND_RECOMPUTE)[0]))
+        out.extra_flops += int(sum(ctx.recompute_flops[int(i)] * scale[i] * max(1, len(tl.tensors[i].saved_by))
+                                   for i in np.nonzero(kind == KIND_RECOMPUTE)[0]))
         out.notes.append(f"{int((kind == KIND_RECOMPUTE).sum())} saved activations recomputed in backward")
     recompute = kind == KIND_CHECKPOINT
     changed = ~dense
@@ -561,6 +559,34 @@ def _embedding_index_width(trace: Trace, t) -> int:
                 width = index_width(int(rows[0]) - 1)
                 return width if width < 8 else 0
     return 0
+
+
+def _checkpoint_windows(ctx: _Context, ids: np.ndarray, recompute_start: np.ndarray, n_ops: int) -> set[str]:
+    """Set ``recompute_start`` of each checkpointed activation in ``ids`` to the op where backward first
+    unpacks anything of its block (the whole block's forward is run again then); the blocks, by path."""
+    start: dict[str, int] = {}
+    for i in ids:
+        if ctx.bwd_first[i] >= 0:
+            b = ctx.blocks[int(i)]
+            start[b] = min(start.get(b, n_ops), int(ctx.bwd_first[i]))
+    for i in ids:
+        recompute_start[i] = start.get(ctx.blocks[int(i)], ctx.death[i])
+    return {ctx.blocks[int(i)] for i in ids}
+
+
+def block_forward_flops(trace: Trace, blocks: set[str], batch_size: int | None = None) -> int:
+    """FLOPs of the forward ops run inside ``blocks`` (module paths), scaled to ``batch_size``: what
+    checkpointing them adds to a step.
+
+    >>> import memsim, models_zoo
+    >>> tr = memsim.trace(models_zoo.create("small_cnn"), models_zoo.spec("small_cnn").example_inputs(2))
+    >>> block_forward_flops(tr, set()) == 0
+    True
+    """
+    flops = sum(o.flops for o in trace.timeline.ops
+                if Phase(o.phase) is Phase.FORWARD and _block_of(o.module, blocks))
+    scale = (batch_size or trace.batch_size) / max(1, trace.batch_size)
+    return int(flops * scale)
 
 
 def _block_of(module: str, blocks: set[str]) -> str | None:
