@@ -210,3 +210,124 @@ def test_plan_policy_without_a_plan_is_a_clear_error():
         memsim.compressed_activations(policy="plan")
     with pytest.raises(memsim.core.errors.InputError, match="expected a memsim plan"):
         memsim.compressed_activations(policy="plan", plan=42)
+
+
+def deep_resnet():
+    """Two stages of four residual blocks: activations dominate, and the sqrt(n) blocks are the residual ones."""
+    return nn.Sequential(nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
+                                       nn.ReLU(inplace=True)),
+                         nn.Sequential(*[Block(16) for _ in range(4)]), nn.Sequential(*[Block(16) for _ in range(4)]),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+@pytest.fixture(scope="module")
+def deep_trace():
+    torch.manual_seed(0)
+    return memsim.trace(deep_resnet(), torch.randn(8, 3, 32, 32), optimizer="sgd")
+
+
+def _cpu_budget(budget):
+    return dataclasses.replace(devices.from_budget(budget, runtime_bytes=0), uncertainty=0)
+
+
+def test_plan_checkpoints_the_fewest_blocks_when_recompute_is_not_enough(deep_trace):
+    tr = deep_trace
+    rec = apply_policy(tr, "recompute", 0.5)
+    plans = {f: make_plan(tr, _cpu_budget(int(rec.peak_bytes * f)), 0.5) for f in (0.95, 0.7)}
+    blocks = set(_context(tr).blocks.values())
+    for f, plan in plans.items():
+        assert plan.rung == "checkpoint" and plan.fits, f
+        assert set(plan.checkpoint_blocks) <= blocks and plan.checkpoint_blocks
+        costed = apply_policy(tr, "plan", 0.5, kinds=plan.kinds)
+        assert costed.peak_bytes <= rec.peak_bytes * f
+        assert costed.extra_flops > rec.extra_flops   # the blocks' forward runs again
+        # encodings and recompute stay where checkpointing is not needed
+        assert {"recompute", "checkpoint"} <= {row["kind"] for row in plan.summary()}
+    assert len(plans[0.7].checkpoint_blocks) > len(plans[0.95].checkpoint_blocks)
+    assert len(plans[0.95].checkpoint_blocks) < len(blocks)   # not all blocks: the fewest that fit
+    # what cannot fit says so, with the plan that comes closest
+    hopeless = make_plan(tr, _cpu_budget(rec.peak_bytes // 10), 0.5)
+    assert not hopeless.fits and hopeless.rung == "checkpoint"
+
+
+def test_profile_text_lists_the_checkpointed_blocks(deep_trace):
+    from memsim.output.text import render
+
+    rec = apply_policy(deep_trace, "recompute", 0.5).peak_bytes
+    rep = memsim.simulate(deep_trace, device=_cpu_budget(int(rec * 0.7)), policy="plan", sparsity=0.5,
+                          max_batch=False)
+    text = render(rep)
+    plan = rep.results["plan"].plan
+    assert f"checkpointed blocks ({len(plan.checkpoint_blocks)}): {', '.join(plan.checkpoint_blocks)}" in text
+    assert "block checkpointing where still needed; fits" in text
+
+
+def _bits(t):
+    return t.reshape(-1).view(torch.uint8) if t.is_floating_point() else t
+
+
+def _train(model, x, steps, ctx=None):
+    import contextlib
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses, grads = [], []
+    for s in range(steps):
+        with (ctx() if ctx else contextlib.nullcontext()):
+            loss = model(x).square().mean()
+            loss.backward()
+        losses.append(loss.detach())
+        grads += [p.grad.clone() for p in model.parameters()]
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return losses, grads, [p.detach() for p in model.parameters()], [b for b in model.buffers()]
+
+
+def test_a_checkpointing_plan_applies_for_real_bit_identically(deep_trace):
+    from memsim.measure.profiler import measure_step_peak
+
+    torch.manual_seed(0)
+    model, x = deep_resnet(), torch.randn(8, 3, 32, 32)
+    sparsity = memsim.measure_sparsity(model, x)
+    tr = memsim.trace(model, x, optimizer="sgd")
+    res = memsim.simulate(tr, device=None, policy="none", sparsity=sparsity, max_batch=False).results["none"]
+    rec = apply_policy(tr, "recompute", sparsity).peak_bytes
+    planned = memsim.simulate(tr, device=_cpu_budget(int(rec * 0.7)), policy="plan", sparsity=sparsity,
+                              max_batch=False).results["plan"]
+    plan = planned.plan
+    assert plan.rung == "checkpoint" and "1.0" in plan.checkpoint_blocks and "2.3" not in plan.checkpoint_blocks
+
+    calls = collections.Counter()
+    blocks = {f"{i}.{j}": model[i][j] for i in (1, 2) for j in range(4)}
+    hooks = [b.conv1.register_forward_hook(lambda *_, name=name: calls.update([name])) for name, b in blocks.items()]
+    reference = _train(copy_of(model), x, 3)
+    calls.clear()
+    ours = _train(model, x, 3, lambda: memsim.compressed_activations(plan))
+    for h in hooks:
+        h.remove()
+    for a, b in zip(reference, ours):
+        assert len(a) == len(b) and all(torch.equal(_bits(u), _bits(v)) for u, v in zip(a, b))
+    assert int(model[1][0].bn1.num_batches_tracked) == 3   # running statistics updated once per step
+    # a checkpointed block runs twice a step (forward, then once in backward: never to answer a probe)
+    assert calls == {name: 6 if name in plan.checkpoint_blocks else 3 for name in blocks}
+    assert all("forward" not in m.__dict__ for m in model.modules())   # the blocks are left as they were
+
+    measured = 1 - (measure_step_peak(model, x, None, "sgd",
+                                      context=lambda: memsim.compressed_activations(plan)).peak_bytes
+                    / measure_step_peak(model, x, None, "sgd").peak_bytes)
+    predicted = 1 - planned.peak_bytes / res.peak_bytes
+    assert measured > 0.5 and abs(measured - predicted) < 0.02
+
+
+def copy_of(model):
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def test_a_plan_for_another_model_is_a_clear_error(deep_trace):
+    plan = {"rung": "checkpoint", "entries": [], "checkpoint_blocks": ["encoder.7"]}
+    model = deep_resnet()
+    with pytest.raises(memsim.core.errors.InputError, match="'encoder.7'.*modules include: 0, 0.0"):
+        with memsim.compressed_activations(plan, exclude=model):
+            model(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert all("forward" not in m.__dict__ for m in model.modules())

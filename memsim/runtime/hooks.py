@@ -414,10 +414,13 @@ class _Hooks:
         """True when ``node``'s saved tensor ``attribute`` is held by ``entry`` (reading the attribute calls
         the unpack hook of whoever packed it; ours answers with an empty tensor and notes the entry). This
         rules out a save made under other hooks (a nested block, the user's own saved_tensors_hooks)."""
+        from memsim.runtime.checkpointing import probing
+
         self._probe, self._probe_hit = entry, False
         try:
-            getattr(node, attribute)
-        except RuntimeError:  # already freed by a backward
+            with probing():   # a save held by a checkpointed block must not run the block again to answer
+                getattr(node, attribute)
+        except RuntimeError:  # already freed by a backward, or held by checkpoint (ProbeAborted)
             return False
         finally:
             self._probe = None
@@ -787,7 +790,10 @@ class compressed_activations:
             "plan" (with ``plan``), or a plan itself (:class:`memsim.simulation.plan.Plan`, e.g.
             ``memsim.profile(model, x, device="jetson-nano", policy="plan").results["plan"].plan``, or its
             ``to_dict()``): each saved tensor is kept dense, encoded or recomputed as the plan chose for the
-            module and op that made it (matched by :class:`memsim.runtime.producers.ProducerMap`).
+            module and op that made it (matched by :class:`memsim.runtime.producers.ProducerMap`), and the
+            blocks the plan checkpoints run under ``torch.utils.checkpoint`` inside the block
+            (:mod:`memsim.runtime.checkpointing`; module paths of ``exclude`` when it is a module, else of
+            the first module called).
         plan: the plan for ``policy="plan"``.
         min_bytes: saved tensors smaller than this are left alone (bytes; default 16 KiB).
         encoder: a :class:`Encoder` or its value: "auto" (default), "native", "torch".
@@ -835,6 +841,7 @@ class compressed_activations:
         self._hooks_cm = None
         self._recorder = None
         self._producers = None
+        self._checkpointer = None
 
     def _exclude_keys(self) -> set:
         import torch
@@ -864,11 +871,22 @@ class compressed_activations:
             from memsim.runtime.recompute import RecipeRecorder
 
             recorder = RecipeRecorder()
+        root = self.exclude if isinstance(self.exclude, torch.nn.Module) else None
         if self.plan_rules is not None:
             from memsim.runtime.producers import ProducerMap
 
-            producers = ProducerMap(self.exclude if isinstance(self.exclude, torch.nn.Module) else None)
+            producers = ProducerMap(root)
             producers.__enter__()
+        checkpointer = None
+        if self.plan_rules is not None and self.plan_rules.checkpoint_blocks:
+            from memsim.runtime.checkpointing import BlockCheckpointer
+
+            checkpointer = BlockCheckpointer(self.plan_rules.checkpoint_blocks, root)
+            try:
+                checkpointer.__enter__()
+            except BaseException:
+                producers.__exit__(None, None, None)
+                raise
         hooks = _Hooks(self.policy, self.min_bytes, self.encoder, self._exclude_keys(), self.stats, recorder,
                        (self.plan_rules, producers) if producers is not None else None)
         self._producers = producers
@@ -883,8 +901,10 @@ class compressed_activations:
                 recorder.__exit__(None, None, None)
             if producers is not None:
                 producers.__exit__(None, None, None)
+            if checkpointer is not None:
+                checkpointer.__exit__(None, None, None)
             raise
-        self._hooks, self._hooks_cm, self._recorder = hooks, cm, recorder
+        self._hooks, self._hooks_cm, self._recorder, self._checkpointer = hooks, cm, recorder, checkpointer
         return self
 
     def __exit__(self, *exc) -> None:
@@ -902,8 +922,13 @@ class compressed_activations:
                     recorder.__exit__(*exc)
                     recorder.clear()   # plans made so far hold no recipe; later ops are not ours
                 producers, self._producers = self._producers, None
-                if producers is not None:
-                    producers.__exit__(*exc)
+                checkpointer, self._checkpointer = self._checkpointer, None
+                try:
+                    if producers is not None:
+                        producers.__exit__(*exc)
+                finally:
+                    if checkpointer is not None:
+                        checkpointer.__exit__(*exc)
 
 
 def _native_codec_available() -> bool:

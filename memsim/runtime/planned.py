@@ -14,20 +14,23 @@ from collections import Counter, defaultdict
 from memsim.core.errors import InputError
 
 #: Storage kinds a plan may choose, as :mod:`memsim.simulation.policies` names them.
-PLAN_KINDS = ("dense", "bitmap", "mask", "narrow-int", "recompute")
+PLAN_KINDS = ("dense", "bitmap", "mask", "narrow-int", "recompute", "checkpoint")
 
 
 class PlanRules:
-    """Per producer key, the storage kind a plan chose ("dense" for keys the plan leaves alone).
+    """Per producer key, the storage kind a plan chose ("dense" for keys the plan leaves alone), and the
+    blocks it checkpoints.
 
     A key made twice in a step (a module called twice) takes the kind the plan chose most often for it.
     """
 
-    def __init__(self, kinds: dict[tuple[str, str, int], str]):
+    def __init__(self, kinds: dict[tuple[str, str, int], str], checkpoint_blocks=()):
         for key, kind in kinds.items():
             if kind not in PLAN_KINDS:
                 raise InputError(f"plan entry {key} has kind {kind!r}; valid kinds: {', '.join(PLAN_KINDS)}")
         self.kinds = dict(kinds)
+        #: module paths of the blocks the plan runs checkpointed (their saved tensors never reach the hooks)
+        self.checkpoint_blocks = list(checkpoint_blocks)
 
     @classmethod
     def from_plan(cls, plan) -> "PlanRules":
@@ -36,13 +39,11 @@ class PlanRules:
         if not isinstance(data, dict) or "entries" not in data:
             raise InputError("expected a memsim plan (memsim.profile(..., policy='plan').results['plan'].plan "
                              "or its to_dict()), got " + type(plan).__name__)
-        if data.get("rung") == "checkpoint":
-            raise InputError("this plan needs block checkpointing, which compressed_activations does not apply; "
-                             "wrap the blocks in torch.utils.checkpoint, or plan a smaller batch")
         votes: dict[tuple, Counter] = defaultdict(Counter)
         for e in data["entries"]:
             votes[(e["module"], e["op"], int(e["output_index"]))][e["kind"]] += 1
-        return cls({key: c.most_common(1)[0][0] for key, c in votes.items()})
+        blocks = data.get("checkpoint_blocks") or sorted({e["block"] for e in data["entries"] if e.get("block")})
+        return cls({key: c.most_common(1)[0][0] for key, c in votes.items()}, blocks)
 
     def kind(self, key: tuple[str, str, int] | None) -> str:
         """The kind for a producer key (None: made outside the block, e.g. an input: "dense")."""
