@@ -96,26 +96,14 @@ def measure_config(name: str, batch: int, policies, repeats: int = 3, image_size
         out[str(policy)] = {"peak": measure_step_peak(
             model, inputs, loss_fn, optimizer, context=lambda p=policy: compressed_activations(p)).peak_bytes}
 
-    # step times: one warm model, runs interleaved (plain, policy 1, policy 2, ..., plain, ...)
     work = copy.deepcopy(model)
     opt = step_mod.make_optimizer(optimizer, work.parameters())
-    step_mod.warm_up(work, (inputs,), loss_fn, opt, 1)
-    contexts = [("plain", contextlib.nullcontext)] + [(str(p), lambda p=p: compressed_activations(p))
-                                                      for p in policies]
-    times: dict[str, list[float]] = {label: [] for label, _ in contexts}
-    for _ in range(repeats):
-        for label, make in contexts:
-            t0 = time.perf_counter()
-            with make():
-                step_mod.run_step(work, (inputs,), loss_fn, opt)
-            times[label].append(time.perf_counter() - t0)
+    times = interleaved_step_times(work, inputs, loss_fn, opt,
+                                   {str(p): lambda p=p: compressed_activations(p) for p in policies}, repeats)
     out["time_without"] = statistics.median(times["plain"])
     for policy in policies:
-        # the overhead is the median of per-round ratios: a round's steps run back to back, so load from
-        # other processes on a shared machine hits both sides of each ratio alike
-        ratios = [t / p for t, p in zip(times[str(policy)], times["plain"])]
         out[str(policy)]["time"] = statistics.median(times[str(policy)])
-        out[str(policy)]["overhead"] = statistics.median(ratios) - 1.0
+        out[str(policy)]["overhead"] = overhead(times, str(policy))
         with compressed_activations(policy, collect_stats=True) as ctx:
             step_mod.run_step(work, (inputs,), loss_fn, opt)
         out[str(policy)]["stats"] = ctx.stats
@@ -125,6 +113,42 @@ def measure_config(name: str, batch: int, policies, repeats: int = 3, image_size
     for policy in policies:
         out[str(policy)]["predicted"] = predicted.get(str(policy))
     return out
+
+
+def interleaved_step_times(model, inputs, loss_fn, optimizer, contexts: dict, repeats: int) -> dict:
+    """Seconds per training step of ``model`` (warmed up once, then trained in place), plain and under each
+    of ``contexts`` (label -> zero-argument callable returning a context manager), run interleaved: plain,
+    context 1, context 2, ..., plain, ... ``repeats`` rounds. Returns ``{"plain": [s, ...], label: [s, ...]}``.
+
+    Example:
+        >>> import torch
+        >>> m = torch.nn.Linear(8, 8); opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        >>> t = interleaved_step_times(m, torch.randn(4, 8), None, opt, {"again": contextlib.nullcontext}, 2)
+        >>> sorted(t), len(t["again"])
+        (['again', 'plain'], 2)
+    """
+    from memsim.tracing import step as step_mod
+
+    step_mod.warm_up(model, (inputs,), loss_fn, optimizer, 1)
+    runs = [("plain", contextlib.nullcontext), *contexts.items()]
+    times: dict[str, list[float]] = {label: [] for label, _ in runs}
+    for _ in range(repeats):
+        for label, make in runs:
+            t0 = time.perf_counter()
+            with make():
+                step_mod.run_step(model, (inputs,), loss_fn, optimizer)
+            times[label].append(time.perf_counter() - t0)
+    return times
+
+
+def overhead(times: dict, label: str) -> float:
+    """Extra step time of ``label`` over plain (fraction): the median of per-round ratios. A round's steps
+    run back to back, so load from other processes on a shared machine hits both sides of each ratio alike.
+
+    >>> round(overhead({"plain": [1.0, 2.0, 1.0], "x": [1.5, 2.2, 1.2]}, "x"), 6)
+    0.2
+    """
+    return statistics.median(t / p for t, p in zip(times[label], times["plain"])) - 1.0
 
 
 def predict_reductions(model, inputs, loss_fn, optimizer, policies) -> dict:

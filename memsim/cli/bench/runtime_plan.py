@@ -14,14 +14,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import statistics
-import time
 
 import click
 import torch
 
 import memsim
 import models_zoo
+from memsim.cli.bench.runtime import _batches, _models, interleaved_step_times, overhead
 from memsim.measure.profiler import measure_step_peak
 from memsim.simulation import devices
 from memsim.tracing import step as step_mod
@@ -54,17 +53,7 @@ def _train(model, x, loss_fn, steps: int, context=None):
 def _overhead(model, x, loss_fn, context, repeats: int) -> float:
     work = copy.deepcopy(model)
     opt = step_mod.make_optimizer("sgd", work.parameters())
-    step_mod.warm_up(work, (x,), loss_fn, opt, 1)
-    ratios = []
-    for _ in range(repeats):
-        times = []
-        for make in (contextlib.nullcontext, context):
-            t0 = time.perf_counter()
-            with make():
-                step_mod.run_step(work, (x,), loss_fn, opt)
-            times.append(time.perf_counter() - t0)
-        ratios.append(times[1] / times[0])
-    return statistics.median(ratios) - 1.0
+    return overhead(interleaved_step_times(work, x, loss_fn, opt, {"plan": context}, repeats), "plan")
 
 
 def measure(name: str, batch: int, fraction: float, repeats: int = 3) -> dict:
@@ -87,24 +76,34 @@ def measure(name: str, batch: int, fraction: float, repeats: int = 3) -> dict:
     return {"model": name, "batch": batch, "fraction": fraction, "rung": plan.rung, "fits": plan.fits,
             "blocks": len(plan.checkpoint_blocks), "peak_without": base, "peak": peak,
             "measured": 1 - peak / base, "predicted": 1 - planned.peak_bytes / res["none"].peak_bytes,
-            "extra_flops": planned.extra_flops, "overhead": _overhead(model, x, loss_fn, context, repeats),
+            "extra_flops": planned.extra_flops, "overhead": _overhead(model, x, spec.loss_fn, context, repeats),
             "bit_identical": same}
 
 
+def _fractions(ctx, param, value):
+    try:
+        out = [float(v) for v in value.split(",")]
+    except ValueError:
+        out = []
+    if not out or not all(0 < f <= 1 for f in out):
+        raise click.BadParameter(f"bad fractions {value!r}: comma-separated numbers in (0, 1], e.g. 0.9,0.8")
+    return out
+
+
 @click.command()
-@click.option("--models", default="resnet50", show_default=True, help="comma-separated zoo image models")
-@click.option("--batches", default="8", show_default=True, help="comma-separated batch sizes")
-@click.option("--fractions", default="0.9,0.8", show_default=True,
+@click.option("--models", default="resnet50", show_default=True, callback=_models,
+              help="comma-separated zoo image models")
+@click.option("--batches", default="8", show_default=True, callback=_batches, help="comma-separated batch sizes")
+@click.option("--fractions", default="0.9,0.8", show_default=True, callback=_fractions,
               help="budgets as shares of the recompute peak, comma-separated")
-@click.option("--repeats", default=3, show_default=True, help="interleaved timing rounds")
-def main(models: str, batches: str, fractions: str, repeats: int) -> None:
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 20), help="interleaved timing rounds")
+def main(models: list[str], batches: list[int], fractions: list[float], repeats: int) -> None:
     from memsim.output.tables import table
 
     rows = []
-    for name in models.split(","):
-        models_zoo.spec(name)   # an unknown name fails here, with the zoo's list
-        for batch in (int(b) for b in batches.split(",")):
-            for fraction in (float(f) for f in fractions.split(",")):
+    for name in models:
+        for batch in batches:
+            for fraction in fractions:
                 r = measure(name, batch, fraction, repeats)
                 click.echo(f"{name} batch {batch} budget {fraction:.0%} of recompute: {r['measured']:.1%}", err=True)
                 rows.append([name, batch, f"{fraction:.0%}", r["rung"], "yes" if r["fits"] else "no", r["blocks"],
